@@ -1,0 +1,389 @@
+"""The Python API: :class:`Registry`, one unit of work per call.
+
+torch is imported only by the calls that move weights (push, pull, load); the
+catalogue-only calls (get, list) stay light.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import config
+from .catalog import queries, schema
+from .catalog.engine import make_engine, writer
+from .catalog.models import Model, Version
+from .errors import (
+    CatalogError,
+    InvalidArgumentError,
+    IntegrityError,
+    StorageError,
+)
+from .keyvalue import validate_arch_kwargs, validate_tags
+from .records import ModelVersion, PushReport
+from .refs import parse_ref, validate_name
+from .storage import BlobSpec, LocalStore, manifest_digest, sha256_many
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+PULL_FORMATS = ("pth", "safetensors")
+_PUSH_ATTEMPTS = 3
+
+
+class Registry:
+    """A model registry: a catalogue database plus a content-addressed tensor store.
+
+    ``Registry()`` uses ``REGISTRY_HOME`` (default ``~/.local/share/registry``);
+    ``home=``, ``database_url=`` and ``storage_url=`` override the environment.
+    """
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        database_url: str | None = None,
+        storage_url: str | os.PathLike[str] | None = None,
+    ):
+        self.settings = config.resolve(home, database_url, storage_url)
+        self._engine = make_engine(self.settings.database_url)
+        self._reader = sessionmaker(self._engine, expire_on_commit=False)
+        self._writer = sessionmaker(writer(self._engine), expire_on_commit=False)
+        self._store = LocalStore(self.settings.storage_path)
+        self._schema_checked = False
+
+    def __repr__(self) -> str:
+        return f"Registry(home={str(self.settings.home)!r})"
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release database connections and cached pack maps."""
+        self._store.close()
+        self._engine.dispose()
+
+    # -- catalogue plumbing -------------------------------------------------------
+
+    def _ready(self) -> None:
+        if not self._schema_checked:
+            try:
+                schema.ensure_schema(self._engine)
+            except OperationalError as exc:
+                raise CatalogError(f"cannot open the catalogue database: {exc.orig}") from None
+            self._schema_checked = True
+
+    def _read(self) -> Session:
+        self._ready()
+        return self._reader()
+
+    def database_revision(self) -> str | None:
+        """The schema revision stamped in the database (None if it has none yet)."""
+        with self._engine.connect() as connection:
+            return schema.current_revision(connection)
+
+    def upgrade_database(self) -> tuple[str | None, str | None]:
+        """Apply pending migrations; returns (revision before, revision after)."""
+        result = schema.upgrade(self._engine)
+        self._schema_checked = False
+        return result
+
+    # -- reading the catalogue ----------------------------------------------------
+
+    def get(self, ref: str) -> ModelVersion:
+        """The version ``ref`` names, with its tensor table."""
+        parsed = parse_ref(ref)
+        with self._read() as session:
+            version = queries.resolve(session, parsed)
+            return queries.records(session, [version], {version.model_id: parsed.name}, with_tensors=True)[0]
+
+    def list(self, name: str | None = None, tags: Mapping[str, str] | None = None) -> list[ModelVersion]:
+        """Versions newest first, optionally of one model and with all the given tags."""
+        if name is not None:
+            validate_name(name)
+        tags = validate_tags(tags)
+        with self._read() as session:
+            rows = session.execute(queries.list_query(name, tags)).all()
+            versions = [v for v, _ in rows]
+            names = {v.model_id: n for v, n in rows}
+            return queries.records(session, versions, names)
+
+    # -- push -------------------------------------------------------------------------
+
+    def push(
+        self,
+        source: Any,
+        name: str | None = None,
+        *,
+        arch: str,
+        arch_kwargs: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> ModelVersion:
+        """Store weights as a new version of ``name`` and return it.
+
+        ``source`` is a path to a ``.pth``/``.safetensors`` file, a state dict, or an
+        ``nn.Module`` (its ``state_dict()``). The weights are checked against ``arch``
+        built with ``arch_kwargs`` before anything is stored. Weights identical to a
+        version already under ``name`` return that version (``pushed.created`` is
+        False) and write nothing.
+        """
+        from . import architectures
+        from .tensors import check_storable, dtype_name, raw_bytes
+
+        if name is None:
+            if not isinstance(source, (str, os.PathLike)):
+                raise InvalidArgumentError("name= is required when pushing a state dict or a module")
+            name = Path(source).stem
+        validate_name(name)
+        kwargs = validate_arch_kwargs(arch_kwargs)
+        clean_tags = validate_tags(tags)
+        if not isinstance(arch, str) or not arch:
+            raise InvalidArgumentError("arch= must name an architecture, e.g. 'resnet18'")
+        self._ready()
+
+        state, source_format, notes = _read_source(source)
+        architecture = architectures.resolve(arch)
+        skeleton = architectures.build(architecture, kwargs, "meta")
+        for key, value in state.items():
+            check_storable(key, value)
+        architectures.check_weights(
+            skeleton, {k: list(v.shape) for k, v in state.items()}, architecture.label(kwargs)
+        )
+        param_count = architectures.parameter_count(skeleton)
+        del skeleton
+
+        owners, views = [], []
+        for value in state.values():
+            owner, view = raw_bytes(value)
+            owners.append(owner)
+            views.append(view)
+        digests = sha256_many(views)
+        entries = [
+            (key, dtype_name(value.dtype), list(value.shape), digest, view.nbytes)
+            for (key, value), digest, view in zip(state.items(), digests, views)
+        ]
+        version_digest = manifest_digest((n, d, s, h) for n, d, s, h, _ in entries)
+
+        with self._read() as session:
+            existing = queries.version_by_digest(session, name, version_digest)
+            if existing is not None:
+                return self._record(session, existing, PushReport(False, 0, 0, tuple(notes)))
+            present = queries.known_blobs(session, digests)
+
+        new: dict[str, BlobSpec] = {}
+        for (key, value), digest, view in zip(state.items(), digests, views):
+            if digest not in present and digest not in new:
+                new[digest] = BlobSpec(digest, view, value.dtype.itemsize)
+        written = self._store.write_pack(list(new.values())) if new else None
+
+        import torch
+
+        try:
+            for attempt in range(_PUSH_ATTEMPTS):
+                try:
+                    with self._writer() as session, session.begin():
+                        existing = queries.version_by_digest(session, name, version_digest)
+                        if existing is not None:
+                            if written is not None:
+                                self._store.discard(written.pack_id)
+                            return self._record(session, existing, PushReport(False, 0, 0, tuple(notes)))
+                        if written is not None:
+                            queries.add_pack(
+                                session,
+                                written.pack_id,
+                                written.nbytes,
+                                written.offsets,
+                                {d: b.nbytes for d, b in new.items()},
+                            )
+                        model, number = queries.next_version(session, name)
+                        version = queries.add_version(
+                            session,
+                            model,
+                            number,
+                            digest=version_digest,
+                            arch=architecture.name,
+                            arch_kwargs=kwargs,
+                            description=description,
+                            param_count=param_count,
+                            torch_version=torch.__version__,
+                            source_format=source_format,
+                            tensors=entries,
+                            tags=clean_tags,
+                        )
+                        report = PushReport(
+                            True,
+                            written.nbytes if written else 0,
+                            len(new),
+                            tuple(notes),
+                        )
+                        return self._record(session, version, report)
+                except DBIntegrityError:
+                    # A concurrent push created the same model or version first; retry.
+                    if attempt == _PUSH_ATTEMPTS - 1:
+                        raise
+        except BaseException:
+            if written is not None:
+                self._store.discard(written.pack_id)
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _record(self, session: Session, version: Version, report: PushReport | None = None) -> ModelVersion:
+        name = session.scalar(select(Model.name).where(Model.id == version.model_id))
+        record = queries.records(session, [version], {version.model_id: name})[0]
+        if report is not None:
+            from dataclasses import replace
+
+            record = replace(record, pushed=report)
+        return record
+
+    # -- reading weights ----------------------------------------------------------
+
+    def _open(self, ref: str, verify: bool) -> tuple[ModelVersion, dict[str, torch.Tensor]]:
+        from .tensors import from_buffer, parse_dtype
+
+        parsed = parse_ref(ref)
+        with self._read() as session:
+            version = queries.resolve(session, parsed)
+            record = queries.records(session, [version], {version.model_id: parsed.name})[0]
+            located = queries.tensor_locations(session, version.id)
+        if len(located) != record.tensor_count:
+            raise IntegrityError(
+                f"{record.ref} lists {record.tensor_count} tensors but the catalogue locates "
+                f"{len(located)}; the catalogue is damaged"
+            )
+        views = {}
+        for tensor, blob in located:
+            if blob.digest not in views:
+                views[blob.digest] = self._store.read(blob.pack_id, blob.offset, blob.nbytes)
+        if verify:
+            digests = list(views)
+            actual = sha256_many([views[d] for d in digests])
+            bad = {d for d, a in zip(digests, actual) if a != d}
+            if bad:
+                names = [t.name for t, _ in located if t.digest in bad]
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                raise IntegrityError(
+                    f"{record.ref}: stored bytes of {len(names)} tensor"
+                    f"{'s' if len(names) != 1 else ''} do not match their digest ({shown}); "
+                    "the tensor store is corrupt"
+                )
+        state: dict[str, torch.Tensor] = {}
+        shared: dict[tuple[str, str, tuple[int, ...]], torch.Tensor] = {}
+        for tensor, _blob in located:
+            key = (tensor.digest, tensor.dtype, tuple(tensor.shape))
+            if key not in shared:
+                shared[key] = from_buffer(views[tensor.digest], parse_dtype(tensor.dtype), tensor.shape)
+            state[tensor.name] = shared[key]
+        return record, state
+
+    def load_state_dict(self, ref: str, *, verify: bool = True) -> dict[str, torch.Tensor]:
+        """The stored state dict of ``ref``, in its original key order.
+
+        Tensors are copy-on-write views of the tensor store: writing to them never
+        changes what is stored. Every tensor's digest is checked unless ``verify=False``.
+        """
+        return self._open(ref, verify)[1]
+
+    def load(self, ref: str, *, device: str | torch.device = "cpu", verify: bool = True) -> nn.Module:
+        """Rebuild the version's architecture with its stored arguments, weights in, eval mode."""
+        from . import architectures
+
+        record, state = self._open(ref, verify)
+        architecture = architectures.resolve(record.arch)
+        return architectures.instantiate(architecture, record.arch_kwargs, state, device)
+
+    def pull(
+        self,
+        ref: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        format: str | None = None,
+    ) -> Path:
+        """Write the weights of ``ref`` to a file plain torch (or safetensors) reads back.
+
+        The format follows ``format``, else the file's suffix (``.safetensors``), else
+        ``pth``. The default path is ``NAME-vVERSION.pth`` in the current folder.
+        Every tensor is verified against its digest on the way out.
+        """
+        if format is not None and format not in PULL_FORMATS:
+            raise InvalidArgumentError(f"unknown format {format!r}: choose pth or safetensors")
+        if format is None:
+            format = "safetensors" if path is not None and Path(path).suffix == ".safetensors" else "pth"
+        record, state = self._open(ref, verify=True)
+        if path is None:
+            suffix = "safetensors" if format == "safetensors" else "pth"
+            path = Path.cwd() / f"{record.name.replace('/', '-')}-v{record.version}.{suffix}"
+        target = Path(path)
+        if target.is_dir():
+            raise StorageError(f"cannot write {target}: it is a folder")
+        _write_weights(state, target, format, record)
+        return target
+
+
+def _read_source(source: Any) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """State dict, source format and notes from a path, a mapping or a module."""
+    import torch
+
+    from .checkpoints import read_checkpoint, unwrap
+
+    if isinstance(source, (str, os.PathLike)):
+        checkpoint = read_checkpoint(source)
+        return checkpoint.state_dict, checkpoint.source_format, checkpoint.notes
+    if isinstance(source, torch.nn.Module):
+        return dict(source.state_dict()), "module", []
+    if isinstance(source, Mapping):
+        state, notes = unwrap(source, "the given state dict")
+        return state, "state_dict", notes
+    raise InvalidArgumentError(
+        f"cannot push a {type(source).__name__}: give a file path, a state dict or an nn.Module"
+    )
+
+
+def _write_weights(state: dict[str, torch.Tensor], target: Path, format: str, record: ModelVersion) -> None:
+    """Write atomically: a temporary file in the target folder, then rename."""
+    import torch
+
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # honours umask
+    except OSError as exc:
+        raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        if format == "safetensors":
+            from safetensors.torch import save_file
+
+            seen: set[int] = set()
+            unshared = {}
+            for key, value in state.items():
+                # safetensors refuses tensors that share memory: give repeats their own copy.
+                unshared[key] = value.clone() if id(value) in seen else value
+                seen.add(id(value))
+            save_file(
+                unshared,
+                str(tmp),
+                metadata={"registry.ref": record.ref, "registry.arch": record.arch},
+            )
+        else:
+            torch.save(state, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,223 @@
+"""Architecture names -> ``nn.Module``: build, check weights against, and load into.
+
+Every torchvision model in ``torchvision.models.list_models()`` is known by its
+name, built with ``weights=None`` (and ``weights_backbone=None`` where the builder
+has it) so nothing is ever downloaded. Modules are built on the meta device: no
+memory, no random init, and the stored tensors are assigned in place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ArchitectureError, ArchitectureMismatchError, ArchitectureNotFoundError
+from .keyvalue import format_kwargs
+
+#: How many keys of each kind a mismatch message names.
+SHOWN_KEYS = 5
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A buildable architecture: its registry name, where it comes from, and its builder."""
+
+    name: str
+    source: str
+    builder: Callable[..., nn.Module]
+    fixed_kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def label(self, kwargs: Mapping[str, Any]) -> str:
+        return f"{self.name}({format_kwargs(kwargs)})"
+
+
+@lru_cache(maxsize=1)
+def _torchvision_names() -> tuple[str, ...]:
+    import torchvision.models
+
+    return tuple(sorted(torchvision.models.list_models()))
+
+
+def available() -> list[str]:
+    """Names of every architecture that can be rebuilt."""
+    return list(_torchvision_names())
+
+
+@lru_cache(maxsize=None)
+def resolve(name: str) -> Architecture:
+    """The architecture called ``name``; suggests close names when there is none."""
+    names = _torchvision_names()
+    if name not in names:
+        lowered = {n.lower(): n for n in names}
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=4, cutoff=0.6)
+        hint = f"; did you mean {', '.join(lowered[c] for c in close)}?" if close else (
+            "; run `registry archs` for the list"
+        )
+        raise ArchitectureNotFoundError(f"unknown architecture {name!r}{hint}")
+    import torchvision.models
+
+    builder = torchvision.models.get_model_builder(name)
+    params = inspect.signature(builder).parameters
+    fixed: list[tuple[str, Any]] = [("weights", None)]
+    if "weights_backbone" in params:
+        fixed.append(("weights_backbone", None))
+    return Architecture(name=name, source="torchvision", builder=builder, fixed_kwargs=tuple(fixed))
+
+
+def build(arch: Architecture, kwargs: Mapping[str, Any], device: str | torch.device = "meta") -> nn.Module:
+    """Construct ``arch`` with the user's arguments on ``device``."""
+    try:
+        with torch.device(device):
+            module = arch.builder(**dict(arch.fixed_kwargs), **kwargs)
+    except (TypeError, ValueError, AssertionError, KeyError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArchitectureError(f"cannot build {arch.label(kwargs)}: {detail}") from None
+    if not isinstance(module, nn.Module):
+        raise ArchitectureError(f"{arch.name} built a {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def _shape(t: torch.Tensor) -> list[int]:
+    return list(t.shape)
+
+
+def check_weights(
+    module: nn.Module, shapes: Mapping[str, list[int]], label: str
+) -> None:
+    """Refuse weights whose keys or shapes differ from the module's state dict."""
+    expected = {k: _shape(v) for k, v in module.state_dict(keep_vars=True).items()}
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
+    mismatched = [
+        (k, list(shapes[k]), expected[k]) for k in expected if k in shapes and list(shapes[k]) != expected[k]
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    if missing:
+        parts.append(_listing(len(missing), "missing key", missing))
+    if unexpected:
+        parts.append(_listing(len(unexpected), "unexpected key", unexpected))
+    if mismatched:
+        shown = [f"{k}: weights {s} vs model {e}" for k, s, e in mismatched]
+        parts.append(_listing(len(mismatched), "mis-shaped key", shown))
+    hint = _num_classes_hint(mismatched)
+    raise ArchitectureMismatchError(
+        f"weights do not fit {label}: " + "; ".join(parts) + hint,
+        missing=missing,
+        unexpected=unexpected,
+        mismatched=mismatched,
+    )
+
+
+def _listing(count: int, noun: str, items: list[str]) -> str:
+    shown = ", ".join(items[:SHOWN_KEYS])
+    more = f", and {count - SHOWN_KEYS} more" if count > SHOWN_KEYS else ""
+    return f"{count} {noun}{'s' if count != 1 else ''} ({shown}{more})"
+
+
+def _num_classes_hint(mismatched: list[tuple[str, list[int], list[int]]]) -> str:
+    """A head that differs only in its output count suggests ``num_classes``."""
+    if not mismatched or len(mismatched) > 2:
+        return ""
+    if not all(s and e and s[1:] == e[1:] for _, s, e in mismatched):
+        return ""
+    outs = {s[0] for _, s, _e in mismatched}
+    return f" (a different head size: try --arch-arg num_classes={outs.pop()})" if len(outs) == 1 else ""
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameter elements, counting tied parameters once."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def _tied_groups(module: nn.Module) -> list[list[str]]:
+    """State-dict keys that name the same tensor (tied weights), in groups."""
+    groups: dict[int, list[str]] = {}
+    for name, tensor in list(module.named_parameters(remove_duplicate=False)) + list(
+        module.named_buffers(remove_duplicate=False)
+    ):
+        groups.setdefault(id(tensor), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _set_by_path(module: nn.Module, path: str, value: torch.Tensor) -> None:
+    owner_path, _, attr = path.rpartition(".")
+    owner = module.get_submodule(owner_path) if owner_path else module
+    if isinstance(value, nn.Parameter):
+        owner.register_parameter(attr, value)
+    else:
+        owner._buffers[attr] = value
+
+
+def _leftover_meta(module: nn.Module) -> list[str]:
+    """Tensors the state dict cannot fill: non-persistent buffers, plain tensor attributes."""
+    found = []
+    for mod_name, mod in module.named_modules():
+        for name in getattr(mod, "_non_persistent_buffers_set", ()):
+            buf = mod._buffers.get(name)
+            if buf is not None and buf.is_meta:
+                found.append(f"{mod_name}.{name}".lstrip("."))
+        for name, value in vars(mod).items():
+            values = value if isinstance(value, (list, tuple)) else (value,)
+            if any(isinstance(v, torch.Tensor) and v.is_meta for v in values):
+                found.append(f"{mod_name}.{name}".lstrip("."))
+    return found
+
+
+_META_UNSAFE: set[str] = set()
+
+
+def instantiate(
+    arch: Architecture,
+    kwargs: Mapping[str, Any],
+    state_dict: Mapping[str, torch.Tensor],
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Build ``arch`` and assign ``state_dict`` into it; eval mode, on ``device``.
+
+    The module is built on the meta device and the given tensors become its
+    parameters and buffers (no copy). Architectures that keep tensors the state dict
+    cannot fill (non-persistent buffers, plain tensor attributes) are built on the
+    CPU instead, once detected. Tied weights stay tied.
+    """
+    key = f"{arch.name}:{json.dumps(dict(kwargs), sort_keys=True)}"
+    module = None
+    if key not in _META_UNSAFE:
+        module = build(arch, kwargs, "meta")
+        if _leftover_meta(module):
+            _META_UNSAFE.add(key)
+            module = None
+    if module is None:
+        module = build(arch, kwargs, "cpu")
+    tied = _tied_groups(module)
+    try:
+        module.load_state_dict(state_dict, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ArchitectureMismatchError(
+            f"stored weights do not fit {arch.label(kwargs)}: {str(exc).strip().splitlines()[0]}"
+        ) from None
+    for names in tied:
+        first = module.get_parameter(names[0]) if _is_param(module, names[0]) else module.get_buffer(names[0])
+        for other in names[1:]:
+            _set_by_path(module, other, first)
+    module.to(device)
+    module.eval()
+    return module
+
+
+def _is_param(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_parameter(path)
+    except AttributeError:
+        return False
+    return True
+

@@ -1,0 +1,1 @@
+"""The catalogue: ORM models, engine set-up, schema migrations and queries."""

@@ -1,0 +1,184 @@
+"""ORM models of the catalogue (SQLAlchemy 2.0 declarative, named constraints).
+
+The schema is created and changed only by the Alembic migrations in
+``registry/migrations``; a test checks that these models and the migrations agree.
+
+    models ─┬─< versions ─┬─< tensors >── blobs >── packs
+            │             ├─< tags
+            └─< aliases >─┘
+
+A *blob* is one tensor's raw bytes, keyed by their sha256, stored once at
+(pack, offset, nbytes) however many versions use it. *tensors* maps a version's
+state-dict keys (in their original order) to blobs, with dtype and shape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the catalogue; use UTC-aware datetimes")
+        return value.astimezone(timezone.utc).replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Model(Base):
+    """A model name; ``last_version`` only grows, so version numbers are never reused."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    last_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    versions: Mapped[list[Version]] = relationship(back_populates="model", passive_deletes=True)
+
+
+class Version(Base):
+    """One pushed state dict: its architecture, digest and bookkeeping."""
+
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        UniqueConstraint("model_id", "digest"),
+        Index(None, "digest"),
+        Index(None, "created_at"),
+        Index(None, "arch"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64))
+    arch: Mapped[str] = mapped_column(String(255))
+    arch_kwargs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    description: Mapped[str | None] = mapped_column(Text)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id", ondelete="SET NULL"))
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    param_count: Mapped[int] = mapped_column(BigInteger)
+    tensor_count: Mapped[int] = mapped_column(Integer)
+    torch_version: Mapped[str] = mapped_column(String(64))
+    source_format: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    model: Mapped[Model] = relationship(back_populates="versions")
+    tensors: Mapped[list[TensorRow]] = relationship(
+        order_by="TensorRow.position", passive_deletes=True, cascade="all, delete-orphan"
+    )
+    tags: Mapped[list[Tag]] = relationship(passive_deletes=True, cascade="all, delete-orphan")
+
+
+class Pack(Base):
+    """One file of the tensor store, written once by one push and never rewritten."""
+
+    __tablename__ = "packs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Blob(Base):
+    """Where one tensor's bytes live: (pack, offset, nbytes), keyed by their sha256."""
+
+    __tablename__ = "blobs"
+    __table_args__ = (Index(None, "pack_id"),)
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pack_id: Mapped[str] = mapped_column(ForeignKey("packs.id"))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class TensorRow(Base):
+    """A state-dict entry of a version: key, dtype, shape and the blob holding its bytes."""
+
+    __tablename__ = "tensors"
+    __table_args__ = (
+        UniqueConstraint("version_id", "name"),
+        Index(None, "digest"),
+    )
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024))
+    dtype: Mapped[str] = mapped_column(String(32))
+    shape: Mapped[list[int]] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(ForeignKey("blobs.digest"))
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class Tag(Base):
+    """A key/value label on a version; changing tags never touches weights."""
+
+    __tablename__ = "tags"
+    __table_args__ = (Index(None, "key", "value"),)
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Alias(Base):
+    """A movable name (``production``, ``staging``) for one version of a model."""
+
+    __tablename__ = "aliases"
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))

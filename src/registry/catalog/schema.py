@@ -1,0 +1,90 @@
+"""Keep the database schema at this release's revision, through Alembic only.
+
+A new, empty database is migrated automatically on first use; an existing one that
+is behind raises :class:`SchemaOutOfDateError` telling the user to run
+``registry db upgrade``. The migration scripts ship inside the package
+(``registry/migrations``), so this works from an installed wheel.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, inspect
+
+from ..errors import CatalogError, SchemaOutOfDateError
+from .engine import writer
+
+#: The head revision of ``registry/migrations``; a test checks it matches Alembic's head.
+SCHEMA_REVISION = "0001"
+VERSION_TABLE = "alembic_version"
+
+
+def migrations_path() -> Path:
+    return Path(str(files("registry") / "migrations"))
+
+
+def alembic_config(connection: Connection | None = None):  # type: ignore[no-untyped-def]
+    """An Alembic Config for the packaged migrations, bound to ``connection`` if given."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_path()))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision stamped in the database, or None for an unversioned database."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    rows = connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all()
+    return rows[0][0] if rows else None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Run pending migrations in one transaction; return (revision before, after)."""
+    from alembic import command
+
+    with writer(engine).connect() as connection:
+        with connection.begin():
+            before = current_revision(connection)
+            command.upgrade(alembic_config(connection), revision)
+            after = current_revision(connection)
+    return before, after
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the schema in an empty database; refuse a database at another revision."""
+    with engine.connect() as connection:
+        revision = current_revision(connection)
+        if revision is None:
+            tables = set(inspect(connection).get_table_names())
+    if revision == SCHEMA_REVISION:
+        return
+    if revision is None:
+        if tables:
+            raise CatalogError(
+                f"database {engine.url.render_as_string(hide_password=True)} has tables "
+                f"({', '.join(sorted(tables)[:5])}) but no registry schema version; "
+                "point REGISTRY_DATABASE_URL at an empty or registry database"
+            )
+        upgrade(engine)
+        return
+    from alembic.script import ScriptDirectory
+
+    try:
+        known = ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except Exception:  # alembic raises several types for an unknown revision id
+        known = False
+    if not known:
+        raise SchemaOutOfDateError(
+            f"database schema revision {revision} is newer than this version of registry "
+            f"understands ({SCHEMA_REVISION}); upgrade the registry package"
+        )
+    raise SchemaOutOfDateError(
+        f"database schema is out of date (revision {revision}, this registry needs "
+        f"{SCHEMA_REVISION}); run `registry db upgrade`"
+    )

@@ -1,0 +1,158 @@
+"""Read a state dict from a user's file: ``.pth``/``.pt`` (torch.save) or ``.safetensors``.
+
+Files from users are untrusted. Pickle-based checkpoints are read only with
+``torch.load(weights_only=True)``, which refuses anything but tensors and plain
+containers; there is no fallback to unsafe loading. The format is told by the
+file's first bytes, not its name.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, NotACheckpointError, UnsafeCheckpointError
+
+#: Keys under which training scripts commonly nest the model's state dict.
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net", "network")
+#: Key prefixes added by wrappers: DataParallel / DDP and torch.compile.
+STRIPPED_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class Checkpoint:
+    """A state dict read from a file, with how it was found."""
+
+    state_dict: dict[str, torch.Tensor]
+    source_format: str  # "pth" or "safetensors"
+    notes: list[str] = field(default_factory=list)
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "pth"
+    if head[:1] == b"\x80":  # legacy (non-zip) torch.save: a raw pickle stream
+        return "pth"
+    if len(head) >= 9:
+        (length,) = struct.unpack("<Q", head[:8])
+        if 2 <= length <= 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    raise NotACheckpointError(
+        f"{path} is not a PyTorch checkpoint (.pth) or a safetensors file"
+    )
+
+
+def _load_pth(path: Path) -> object:
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            # mmap needs the zip format; legacy files are read without it (still weights_only).
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = _weights_only_reason(str(exc))
+        raise UnsafeCheckpointError(
+            f"refused to load {path}: torch.load(weights_only=True) rejected it ({reason}); "
+            "registry never loads pickles unsafely, so their code is not run. Save the "
+            "weights alone with torch.save(model.state_dict(), path)"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, struct.error) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NotACheckpointError(f"cannot read {path} as a PyTorch checkpoint: {first}") from None
+
+
+def _weights_only_reason(message: str) -> str:
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if match:
+        return f"it needs the global {match.group(1)}, which is not allowed"
+    match = re.search(r"WeightsUnpickler error: ([^\n]+)", message)
+    if match:
+        return match.group(1).split(". ")[0].strip().rstrip(".")
+    return "unsupported pickle content"
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except Exception as exc:  # safetensors raises its own SafetensorError and others
+        raise NotACheckpointError(f"cannot read {path} as a safetensors file: {exc}") from None
+
+
+def _is_tensor_dict(obj: object) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
+
+
+def unwrap(obj: object, origin: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Find the state dict inside a loaded checkpoint object; say what was done."""
+    notes: list[str] = []
+    if not _is_tensor_dict(obj):
+        if isinstance(obj, Mapping):
+            for key in WRAPPER_KEYS:
+                if key in obj and _is_tensor_dict(obj[key]):
+                    notes.append(f"using the state dict stored under the {key!r} key")
+                    obj = obj[key]
+                    break
+    if not _is_tensor_dict(obj):
+        raise NotACheckpointError(_describe_non_state_dict(obj, origin))
+    state = dict(obj)  # type: ignore[arg-type]
+    for prefix in STRIPPED_PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+            notes.append(f"stripped the {prefix!r} prefix from {len(state)} keys")
+    return state, notes
+
+
+def _describe_non_state_dict(obj: object, origin: str) -> str:
+    if isinstance(obj, Mapping):
+        if not obj:
+            return f"{origin} holds an empty dict, not a state dict"
+        bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+        shown = ", ".join(f"{k!r} ({type(obj[k]).__name__})" for k in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        return (
+            f"{origin} is not a state dict: {len(bad)} of its {len(obj)} entries are not "
+            f"tensors ({shown}{more}), and none of the keys "
+            f"{', '.join(repr(k) for k in WRAPPER_KEYS)} holds one"
+        )
+    return f"{origin} holds a {type(obj).__name__}, not a state dict (a dict of tensors)"
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read the state dict in ``path``; raise a CheckpointError saying why if it cannot."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no such file: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    try:
+        kind = _sniff(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if kind == "safetensors":
+        state = _load_safetensors(path)
+        if not state:
+            raise NotACheckpointError(f"{path} is a safetensors file with no tensors")
+        return Checkpoint(state, "safetensors")
+    loaded = _load_pth(path)
+    state, notes = unwrap(loaded, str(path))
+    return Checkpoint(state, "pth", notes)
+

@@ -1,0 +1,72 @@
+"""Settings: the only module that reads environment variables.
+
+A registry is a *home* folder holding the SQLite catalogue and the local tensor
+store. Either part can be moved elsewhere: ``REGISTRY_DATABASE_URL`` takes any
+SQLAlchemy URL, ``REGISTRY_STORAGE_URL`` a folder (or ``file://`` URL).
+Explicit arguments to :class:`registry.Registry` win over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .errors import ConfigurationError
+
+ENV_HOME = "REGISTRY_HOME"
+ENV_DATABASE_URL = "REGISTRY_DATABASE_URL"
+ENV_STORAGE_URL = "REGISTRY_STORAGE_URL"
+
+DATABASE_FILENAME = "registry.db"
+STORE_DIRNAME = "objects"
+
+#: Worker threads for hashing; hashlib releases the GIL, so two cores hash at ~2x.
+HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where a registry keeps its catalogue and its tensors."""
+
+    home: Path
+    database_url: str
+    storage_path: Path
+
+
+def default_home() -> Path:
+    """``$REGISTRY_HOME``, else ``$XDG_DATA_HOME/registry``, else ``~/.local/share/registry``."""
+    env = os.environ.get(ENV_HOME)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "registry"
+
+
+def _storage_path(url: str) -> Path:
+    if "://" not in url:
+        return Path(url).expanduser()
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    raise ConfigurationError(
+        f"unsupported storage URL {url!r}: this version stores tensors in a local folder "
+        "(a path or file:// URL)"
+    )
+
+
+def resolve(
+    home: str | os.PathLike[str] | None = None,
+    database_url: str | None = None,
+    storage_url: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Combine explicit arguments with the environment into :class:`Settings`."""
+    home_path = Path(home).expanduser() if home is not None else default_home()
+    db = database_url or os.environ.get(ENV_DATABASE_URL)
+    if not db:
+        db = f"sqlite:///{(home_path / DATABASE_FILENAME).absolute()}"
+    store = storage_url if storage_url is not None else os.environ.get(ENV_STORAGE_URL)
+    storage_path = _storage_path(os.fspath(store)) if store else home_path / STORE_DIRNAME
+    return Settings(home=home_path, database_url=db, storage_path=storage_path.absolute())

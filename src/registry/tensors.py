@@ -1,0 +1,65 @@
+"""Conversions between torch tensors and raw bytes (the only torch code storage needs).
+
+Imported lazily: modules that merely list the catalogue never load torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from .errors import InvalidArgumentError
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise InvalidArgumentError(f"unknown dtype {name!r}")
+    return dtype
+
+
+def check_storable(name: str, value: object) -> torch.Tensor:
+    """Return ``value`` as a plain dense CPU tensor, or explain why it cannot be stored."""
+    if not isinstance(value, torch.Tensor):
+        raise InvalidArgumentError(
+            f"state dict entry {name!r} is a {type(value).__name__}, not a tensor"
+        )
+    if value.layout != torch.strided:
+        raise InvalidArgumentError(
+            f"tensor {name!r} has layout {value.layout}; only dense tensors can be stored"
+        )
+    if value.is_quantized:
+        raise InvalidArgumentError(f"tensor {name!r} is quantized; quantized tensors are not supported")
+    if value.is_meta:
+        raise InvalidArgumentError(f"tensor {name!r} is on the meta device and holds no data")
+    return value
+
+
+def raw_bytes(tensor: torch.Tensor) -> tuple[torch.Tensor, memoryview]:
+    """The tensor's bytes in C order without a copy where possible.
+
+    Returns the contiguous CPU tensor that owns the bytes too: the memoryview is only
+    valid while that tensor is alive.
+    """
+    flat = tensor.detach()
+    if flat.device.type != "cpu":
+        flat = flat.cpu()
+    flat = flat.resolve_conj().resolve_neg().contiguous().reshape(-1)
+    if flat.numel() == 0:
+        return flat, memoryview(b"")
+    return flat, memoryview(flat.view(torch.uint8).numpy())
+
+
+def from_buffer(buffer: memoryview, dtype: torch.dtype, shape: Sequence[int]) -> torch.Tensor:
+    """A tensor sharing memory with ``buffer`` (which must be writable, e.g. a COW mmap)."""
+    numel = math.prod(shape)
+    if numel == 0:
+        return torch.empty(tuple(shape), dtype=dtype)
+    return torch.frombuffer(buffer, dtype=dtype, count=numel).reshape(tuple(shape))
