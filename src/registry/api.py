@@ -6,6 +6,7 @@ catalogue-only calls (get, list) stay light.
 
 from __future__ import annotations
 
+import mmap
 import os
 import uuid
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from .keyvalue import validate_arch_kwargs, validate_tags
 from .records import ModelVersion, PushReport
 from .refs import parse_ref, validate_name
 from .storage import BlobSpec, LocalStore, manifest_digest, sha256_many
+from .storage.local import view
 
 if TYPE_CHECKING:
     import torch
@@ -71,8 +73,7 @@ class Registry:
         self.close()
 
     def close(self) -> None:
-        """Release database connections and cached pack maps."""
-        self._store.close()
+        """Release database connections."""
         self._engine.dispose()
 
     # -- catalogue plumbing -------------------------------------------------------
@@ -156,7 +157,7 @@ class Registry:
 
         state, source_format, notes = _read_source(source)
         architecture = architectures.resolve(arch)
-        skeleton = architectures.build(architecture, kwargs, "meta")
+        skeleton = architectures.skeleton(architecture, kwargs)
         for key, value in state.items():
             check_storable(key, value)
         architectures.check_weights(
@@ -184,9 +185,9 @@ class Registry:
             present = queries.known_blobs(session, digests)
 
         new: dict[str, BlobSpec] = {}
-        for (key, value), digest, view in zip(state.items(), digests, views):
+        for digest, view in zip(digests, views):
             if digest not in present and digest not in new:
-                new[digest] = BlobSpec(digest, view, value.dtype.itemsize)
+                new[digest] = BlobSpec(digest, view)
         written = self._store.write_pack(list(new.values())) if new else None
 
         import torch
@@ -264,10 +265,13 @@ class Registry:
                 f"{record.ref} lists {record.tensor_count} tensors but the catalogue locates "
                 f"{len(located)}; the catalogue is damaged"
             )
-        views = {}
-        for tensor, blob in located:
+        maps: dict[str, mmap.mmap] = {}
+        views: dict[str, memoryview] = {}
+        for _tensor, blob in located:
             if blob.digest not in views:
-                views[blob.digest] = self._store.read(blob.pack_id, blob.offset, blob.nbytes)
+                if blob.pack_id not in maps:
+                    maps[blob.pack_id] = self._store.map(blob.pack_id)
+                views[blob.digest] = view(maps[blob.pack_id], blob.offset, blob.nbytes, blob.pack_id)
         if verify:
             digests = list(views)
             actual = sha256_many([views[d] for d in digests])

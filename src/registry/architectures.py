@@ -173,7 +173,33 @@ def _leftover_meta(module: nn.Module) -> list[str]:
     return found
 
 
+#: Architectures (with arguments) that cannot be built, or used, from the meta device.
 _META_UNSAFE: set[str] = set()
+
+
+def _meta_key(arch: Architecture, kwargs: Mapping[str, Any]) -> str:
+    return f"{arch.name}:{json.dumps(dict(kwargs), sort_keys=True, default=str)}"
+
+
+def skeleton(arch: Architecture, kwargs: Mapping[str, Any]) -> nn.Module:
+    """The module with the right keys and shapes, as cheaply as it can be had.
+
+    Built on the meta device (no memory, no init) unless the builder needs real data
+    while constructing (e.g. RegNet computes widths with tensors); those are built on
+    the CPU, and remembered.
+    """
+    key = _meta_key(arch, kwargs)
+    if key not in _META_UNSAFE:
+        try:
+            return build(arch, kwargs, "meta")
+        except (NotImplementedError, RuntimeError) as exc:
+            if "meta" not in str(exc):
+                raise ArchitectureError(f"cannot build {arch.label(kwargs)}: {exc}") from None
+            _META_UNSAFE.add(key)
+    try:
+        return build(arch, kwargs, "cpu")
+    except (NotImplementedError, RuntimeError) as exc:
+        raise ArchitectureError(f"cannot build {arch.label(kwargs)}: {exc}") from None
 
 
 def instantiate(
@@ -189,14 +215,9 @@ def instantiate(
     cannot fill (non-persistent buffers, plain tensor attributes) are built on the
     CPU instead, once detected. Tied weights stay tied.
     """
-    key = f"{arch.name}:{json.dumps(dict(kwargs), sort_keys=True)}"
-    module = None
-    if key not in _META_UNSAFE:
-        module = build(arch, kwargs, "meta")
-        if _leftover_meta(module):
-            _META_UNSAFE.add(key)
-            module = None
-    if module is None:
+    module = skeleton(arch, kwargs)
+    if _leftover_meta(module):
+        _META_UNSAFE.add(_meta_key(arch, kwargs))
         module = build(arch, kwargs, "cpu")
     tied = _tied_groups(module)
     try:

@@ -61,7 +61,7 @@ def ensure_schema(engine: Engine) -> None:
     with engine.connect() as connection:
         revision = current_revision(connection)
         if revision is None:
-            tables = set(inspect(connection).get_table_names())
+            tables = set(inspect(connection).get_table_names()) - {VERSION_TABLE}
     if revision == SCHEMA_REVISION:
         return
     if revision is None:

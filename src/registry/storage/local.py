@@ -16,7 +16,6 @@ import errno
 import mmap
 import os
 import re
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +48,6 @@ class LocalStore:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
-        self._maps: dict[str, mmap.mmap] = {}
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -80,8 +77,13 @@ class LocalStore:
             try:
                 with open(fd, "wb", buffering=0, closefd=True) as f:
                     _write_all(f, memoryview(plan.header))
+                    position = len(plan.header)
                     for blob in plan.order:
+                        gap = plan.offsets[blob.digest] - position
+                        if gap:
+                            _write_all(f, memoryview(bytes(gap)))
                         _write_all(f, blob.data)
+                        position += gap + blob.nbytes
                     os.fsync(f.fileno())
                 os.replace(tmp, final)
             except BaseException:
@@ -94,42 +96,32 @@ class LocalStore:
 
     def discard(self, pack_id: str) -> None:
         """Remove a pack that no catalogue row references (e.g. after a failed commit)."""
-        with self._lock:
-            self._maps.pop(pack_id, None)
         self.pack_path(pack_id).unlink(missing_ok=True)
 
-    def _map(self, pack_id: str) -> mmap.mmap:
-        with self._lock:
-            mapped = self._maps.get(pack_id)
-            if mapped is not None:
-                return mapped
-            path = self.pack_path(pack_id)
-            try:
-                with open(path, "rb") as f:
-                    # Copy-on-write: tensors built on the map are writable, but
-                    # writes never reach the pack file.
-                    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-            except FileNotFoundError:
-                raise StorageError(f"pack {pack_id} is missing from the tensor store at {self.root}") from None
-            except OSError as exc:
-                raise StorageError(f"cannot read pack {path}: {exc}") from exc
-            self._maps[pack_id] = mapped
-            return mapped
+    def map(self, pack_id: str) -> mmap.mmap:
+        """A fresh copy-on-write map of a pack.
 
-    def read(self, pack_id: str, offset: int, nbytes: int) -> memoryview:
-        """A zero-copy view of ``nbytes`` at ``offset`` in a pack."""
-        mapped = self._map(pack_id)
-        if offset < 0 or offset + nbytes > len(mapped):
-            raise StorageError(
-                f"pack {pack_id} is truncated: needs bytes {offset}..{offset + nbytes}, "
-                f"has {len(mapped)}"
-            )
-        return memoryview(mapped)[offset : offset + nbytes]
+        Tensors built on it are writable, but writes stay private to this map: they
+        never reach the pack file, nor any other map of it. Callers use one map per
+        call so a model that was trained after loading cannot leak into the next load.
+        """
+        path = self.pack_path(pack_id)
+        try:
+            with open(path, "rb") as f:
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        except FileNotFoundError:
+            raise StorageError(f"pack {pack_id} is missing from the tensor store at {self.root}") from None
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"cannot read pack {path}: {exc}") from exc
 
-    def close(self) -> None:
-        """Forget cached maps; views handed out keep their map alive until released."""
-        with self._lock:
-            self._maps.clear()
+
+def view(mapped: mmap.mmap, offset: int, nbytes: int, pack_id: str) -> memoryview:
+    """A zero-copy view of ``nbytes`` at ``offset`` of a mapped pack, bounds-checked."""
+    if offset < 0 or nbytes < 0 or offset + nbytes > len(mapped):
+        raise StorageError(
+            f"pack {pack_id} is truncated: needs bytes {offset}..{offset + nbytes}, has {len(mapped)}"
+        )
+    return memoryview(mapped)[offset : offset + nbytes]
 
 
 def _write_all(f, data: memoryview) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,88 @@
+"""Shared fixtures: a registry in a temporary folder, real checkpoint files, the CLI."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from registry import Registry
+
+REGISTRY_EXE = shutil.which("registry", path=str(Path(sys.executable).parent)) or shutil.which("registry")
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to fetch pretrained weights fails the test instead of downloading."""
+
+    def refuse(url, *args, **kwargs):
+        raise AssertionError(f"a test tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty registry home, also exported as REGISTRY_HOME for the CLI."""
+    path = tmp_path / "registry-home"
+    monkeypatch.setenv("REGISTRY_HOME", str(path))
+    monkeypatch.delenv("REGISTRY_DATABASE_URL", raising=False)
+    monkeypatch.delenv("REGISTRY_STORAGE_URL", raising=False)
+    return path
+
+
+@pytest.fixture
+def reg(home: Path) -> Registry:
+    registry = Registry(home=home)
+    yield registry
+    registry.close()
+
+
+def make_model(arch: str, seed: int = 0, **kwargs) -> torch.nn.Module:
+    """A torchvision model with deterministic random weights (never downloaded)."""
+    torch.manual_seed(seed)
+    builder = torchvision.models.get_model_builder(arch)
+    params = inspect.signature(builder).parameters
+    extra = {"weights_backbone": None} if "weights_backbone" in params else {}
+    return torchvision.models.get_model(arch, weights=None, **extra, **kwargs).eval()
+
+
+@pytest.fixture(scope="session")
+def resnet18_state() -> dict[str, torch.Tensor]:
+    return make_model("resnet18").state_dict()
+
+
+@pytest.fixture
+def resnet18_pth(tmp_path: Path, resnet18_state) -> Path:
+    path = tmp_path / "model.pth"
+    torch.save(resnet18_state, path)
+    return path
+
+
+def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert a[key].shape == b[key].shape, key
+        assert torch.equal(a[key], b[key]), key
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the installed `registry` command in a subprocess."""
+    assert REGISTRY_EXE, "the `registry` command is not installed"
+    result = subprocess.run(
+        [REGISTRY_EXE, *args], cwd=cwd, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"registry {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result

@@ -1,0 +1,164 @@
+"""The catalogue: migrations agree with the ORM, schema checks, concurrent writers, wheels."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, text
+
+from registry import Registry
+from registry.catalog import schema
+from registry.catalog.engine import make_engine
+from registry.catalog.models import Base
+from registry.errors import CatalogError, SchemaOutOfDateError
+
+from conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_migrations_match_the_orm(tmp_path: Path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    schema.upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_schema_revision_is_alembic_head():
+    scripts = ScriptDirectory.from_config(schema.alembic_config())
+    assert scripts.get_current_head() == schema.SCHEMA_REVISION
+
+
+def test_new_database_is_migrated_and_uses_wal(reg: Registry, home: Path, resnet18_state):
+    reg.push(resnet18_state, "m", arch="resnet18")
+    engine = create_engine(f"sqlite:///{home / 'registry.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == schema.SCHEMA_REVISION
+        assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
+    engine.dispose()
+
+
+def _stamp(home: Path, revision: str) -> None:
+    engine = create_engine(f"sqlite:///{home / 'registry.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("update alembic_version set version_num = :r"), {"r": revision})
+    engine.dispose()
+
+
+def test_out_of_date_database_says_run_upgrade(home: Path, monkeypatch, resnet18_state):
+    with Registry(home=home) as reg:
+        reg.push(resnet18_state, "m", arch="resnet18")
+    # Pretend this release needs a newer revision than the database has.
+    monkeypatch.setattr(schema, "SCHEMA_REVISION", "0002")
+    with Registry(home=home) as reg:
+        with pytest.raises(SchemaOutOfDateError, match="registry db upgrade"):
+            reg.list()
+
+
+def test_newer_database_is_refused(home: Path, resnet18_state):
+    with Registry(home=home) as reg:
+        reg.push(resnet18_state, "m", arch="resnet18")
+    _stamp(home, "ffff")
+    with Registry(home=home) as reg:
+        with pytest.raises(SchemaOutOfDateError, match="newer"):
+            reg.get("m:1")
+    result = run_cli("list", env={"REGISTRY_HOME": str(home)})
+    assert result.returncode == 1 and "newer" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_db_upgrade_and_current(home: Path):
+    with Registry(home=home) as reg:
+        assert reg.database_revision() is None
+        assert reg.upgrade_database() == (None, schema.SCHEMA_REVISION)
+        assert reg.upgrade_database() == (schema.SCHEMA_REVISION, schema.SCHEMA_REVISION)
+        assert reg.database_revision() == schema.SCHEMA_REVISION
+        assert reg.list() == []
+
+
+def test_foreign_database_is_not_touched(tmp_path: Path):
+    db = tmp_path / "other.db"
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(text("create table users (id integer primary key)"))
+    engine.dispose()
+    with Registry(home=tmp_path / "h", database_url=f"sqlite:///{db}") as reg:
+        with pytest.raises(CatalogError, match="no registry schema"):
+            reg.list()
+
+
+PUSHER = textwrap.dedent(
+    r"""
+    import sys, time, torch
+    from registry import Registry
+    home, seed, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    states = []
+    for i in range(3):
+        torch.manual_seed(seed * 100 + i)
+        import torchvision
+        states.append(torchvision.models.mobilenet_v3_small(weights=None).state_dict())
+    while time.time() < start:
+        time.sleep(0.005)
+    reg = Registry(home=home)
+    for state in states:
+        print(reg.push(state, "shared", arch="mobilenet_v3_small").ref, flush=True)
+    """
+)
+
+
+def test_two_processes_push_at_once(tmp_path: Path):
+    import time
+
+    home = tmp_path / "h"  # a brand-new registry: both processes also race to create it
+    start = time.time() + 8
+    procs = [
+        subprocess.Popen([sys.executable, "-c", PUSHER, str(home), str(seed), str(start)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for seed in (1, 2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err
+    refs = [line for out, _ in outputs for line in out.split()]
+    assert sorted(refs) == [f"shared:{i}" for i in range(1, 7)]
+    with Registry(home=home) as reg:
+        assert sorted(mv.version for mv in reg.list("shared")) == list(range(1, 7))
+        assert len({mv.digest for mv in reg.list("shared")}) == 6
+
+
+def test_migrations_ship_in_the_wheel(tmp_path: Path):
+    """Build the wheel, install it into a bare folder, and migrate a database from there."""
+    if not (ROOT / "pyproject.toml").exists():
+        pytest.skip("not running from a source checkout")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )
+    wheel = next((tmp_path / "dist").glob("registry-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "registry/migrations/env.py" in names
+    assert any(n.startswith("registry/migrations/versions/0001") for n in names)
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    probe = (
+        "import registry, sys; from registry import Registry; "
+        "assert registry.__file__.startswith(sys.argv[1]), registry.__file__; "
+        "r = Registry(home=sys.argv[2]); print(r.list(), r.database_revision())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(target), str(tmp_path / "h")],
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"[] {schema.SCHEMA_REVISION}"
