@@ -80,15 +80,28 @@ def main() -> None:
         m.eval()
 
     rows = [
-        ("push (durable) vs torch.save + fsync", *median_pair(registry_push, torch_save_fsync, args.repeat)),
-        ("load vs get_model + torch.load + load_state_dict",
-         *median_pair(lambda: reg.load("bench:1"), recipe_load, args.repeat)),
-        ("load_state_dict (verified) vs torch.load",
-         *median_pair(lambda: reg.load_state_dict("bench:1"), lambda: torch.load(pth, weights_only=True), args.repeat)),
+        (
+            "push (durable) vs torch.save + fsync",
+            *median_pair(registry_push, torch_save_fsync, args.repeat),
+        ),
+        (
+            "load vs get_model + torch.load + load_state_dict",
+            *median_pair(lambda: reg.load("bench:1"), recipe_load, args.repeat),
+        ),
+        (
+            "load_state_dict (verified) vs torch.load",
+            *median_pair(
+                lambda: reg.load_state_dict("bench:1"),
+                lambda: torch.load(pth, weights_only=True),
+                args.repeat,
+            ),
+        ),
     ]
-    print(f"{args.arch}: {nbytes / 1e6:.1f} MB, {len(state)} tensors; {args.repeat} repetitions; "
-          f"{os.cpu_count()} cores; THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}; "
-          f"torch {torch.__version__}")
+    print(
+        f"{args.arch}: {nbytes / 1e6:.1f} MB, {len(state)} tensors; {args.repeat} repetitions; "
+        f"{os.cpu_count()} cores; THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}; "
+        f"torch {torch.__version__}"
+    )
     width = max(len(r[0]) for r in rows)
     print(f"{'comparison'.ljust(width)}  registry  baseline  ratio")
     for label, ours, base in rows:

@@ -27,7 +27,9 @@ from registry import Registry
 
 
 def registry_command() -> str:
-    exe = shutil.which("registry", path=str(Path(sys.executable).parent)) or shutil.which("registry")
+    exe = shutil.which("registry", path=str(Path(sys.executable).parent)) or shutil.which(
+        "registry"
+    )
     if exe is None:
         sys.exit("the `registry` command is not installed: run `pip install .` first")
     return exe
@@ -44,7 +46,11 @@ def run(*args: str, cwd: Path) -> str:
 
 
 def main() -> None:
-    work = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="registry-demo-"))
+    work = (
+        Path(sys.argv[1]).resolve()
+        if len(sys.argv) > 1
+        else Path(tempfile.mkdtemp(prefix="registry-demo-"))
+    )
     work.mkdir(parents=True, exist_ok=True)
     os.environ["REGISTRY_HOME"] = str(work / "home")
     print(f"registry home: {os.environ['REGISTRY_HOME']}")
@@ -60,14 +66,18 @@ def main() -> None:
 
     same_file = all(
         torch.equal(a, b)
-        for a, b in zip(torch.load(pulled, weights_only=True).values(), original.state_dict().values())
+        for a, b in zip(
+            torch.load(pulled, weights_only=True).values(), original.state_dict().values()
+        )
     )
     model = Registry().load("model:1")
     x = torch.randn(4, 3, 224, 224)
     with torch.no_grad():
         same_output = torch.equal(model(x), original(x))
     print(f"pulled file {pulled.name} equals the original state dict: {same_file}")
-    print(f"Registry().load('model:1') -> {type(model).__name__}; same output as the original: {same_output}")
+    print(
+        f"Registry().load('model:1') -> {type(model).__name__}; same output as the original: {same_output}"
+    )
     if not (same_file and same_output):
         sys.exit("the round trip did not reproduce the original model")
     print("ok")

@@ -15,7 +15,9 @@ import torchvision
 
 from registry import Registry
 
-REGISTRY_EXE = shutil.which("registry", path=str(Path(sys.executable).parent)) or shutil.which("registry")
+REGISTRY_EXE = shutil.which("registry", path=str(Path(sys.executable).parent)) or shutil.which(
+    "registry"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -75,14 +77,21 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
         assert torch.equal(a[key], b[key]), key
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     """Run the installed `registry` command in a subprocess."""
     assert REGISTRY_EXE, "the `registry` command is not installed"
     result = subprocess.run(
-        [REGISTRY_EXE, *args], cwd=cwd, env={**os.environ, **(env or {})},
-        capture_output=True, text=True, timeout=300,
+        [REGISTRY_EXE, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"registry {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        raise AssertionError(
+            f"registry {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+        )
     return result

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_state, make_model
 from safetensors.torch import load_file, save_file
 
 from registry import ModelVersion, Registry
 from registry.errors import InvalidArgumentError, ModelNotFoundError
 
-from conftest import assert_same_state, make_model
-
 
 def test_push_records_metadata(reg: Registry, resnet18_pth: Path, resnet18_state):
-    mv = reg.push(resnet18_pth, arch="resnet18", tags={"task": "cls", "epoch": 3},
-                  description="baseline")
+    mv = reg.push(
+        resnet18_pth, arch="resnet18", tags={"task": "cls", "epoch": 3}, description="baseline"
+    )
     assert isinstance(mv, ModelVersion)
     assert (mv.name, mv.version, mv.ref) == ("model", 1, "model:1")
     assert mv.arch == "resnet18" and mv.arch_kwargs == {}
@@ -84,7 +84,13 @@ def test_load_state_dict_and_references(reg: Registry, resnet18_state):
     mv = reg.push(resnet18_state, "net", arch="resnet18")
     state = reg.load_state_dict("net:1")
     assert_same_state(state, resnet18_state)
-    for ref in ["net", "net:latest", "net:1", f"net@sha256:{mv.digest[:8]}", f"net@sha256:{mv.digest}"]:
+    for ref in [
+        "net",
+        "net:latest",
+        "net:1",
+        f"net@sha256:{mv.digest[:8]}",
+        f"net@sha256:{mv.digest}",
+    ]:
         assert reg.get(ref).ref == "net:1"
 
 
@@ -144,7 +150,9 @@ def test_pull_formats(reg: Registry, tmp_path: Path, resnet18_state, monkeypatch
     assert oct(default.stat().st_mode & 0o777) != oct(0o600)
 
 
-def test_nested_names_pull_to_flat_filename(reg: Registry, tmp_path: Path, resnet18_state, monkeypatch):
+def test_nested_names_pull_to_flat_filename(
+    reg: Registry, tmp_path: Path, resnet18_state, monkeypatch
+):
     reg.push(resnet18_state, "team/vision/resnet", arch="resnet18")
     monkeypatch.chdir(tmp_path)
     path = reg.pull("team/vision/resnet:1")
@@ -152,8 +160,9 @@ def test_nested_names_pull_to_flat_filename(reg: Registry, tmp_path: Path, resne
 
 
 def test_bfloat16_and_noncontiguous_round_trip(reg: Registry, resnet18_state):
-    state = OrderedDict((k, v.to(torch.bfloat16) if v.is_floating_point() else v)
-                        for k, v in resnet18_state.items())
+    state = OrderedDict(
+        (k, v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in resnet18_state.items()
+    )
     state["fc.weight"] = state["fc.weight"].t().contiguous().t()  # non-contiguous, same shape
     assert not state["fc.weight"].is_contiguous()
     reg.push(state, "half", arch="resnet18")

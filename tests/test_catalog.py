@@ -12,6 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from conftest import run_cli
 from sqlalchemy import create_engine, text
 
 from registry import Registry
@@ -19,8 +20,6 @@ from registry.catalog import schema
 from registry.catalog.engine import make_engine
 from registry.catalog.models import Base
 from registry.errors import CatalogError, SchemaOutOfDateError
-
-from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +42,10 @@ def test_new_database_is_migrated_and_uses_wal(reg: Registry, home: Path, resnet
     reg.push(resnet18_state, "m", arch="resnet18")
     engine = create_engine(f"sqlite:///{home / 'registry.db'}")
     with engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == schema.SCHEMA_REVISION
+        assert (
+            conn.execute(text("select version_num from alembic_version")).scalar()
+            == schema.SCHEMA_REVISION
+        )
         assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
     engine.dispose()
 
@@ -121,12 +123,16 @@ def test_two_processes_push_at_once(tmp_path: Path):
     home = tmp_path / "h"  # a brand-new registry: both processes also race to create it
     start = time.time() + 8
     procs = [
-        subprocess.Popen([sys.executable, "-c", PUSHER, str(home), str(seed), str(start)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", PUSHER, str(home), str(seed), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for seed in (1, 2)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (_out, err) in zip(procs, outputs):
         assert p.returncode == 0, err
     refs = [line for out, _ in outputs for line in out.split()]
     assert sorted(refs) == [f"shared:{i}" for i in range(1, 7)]
@@ -140,17 +146,43 @@ def test_migrations_ship_in_the_wheel(tmp_path: Path):
     if not (ROOT / "pyproject.toml").exists():
         pytest.skip("not running from a source checkout")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     wheel = next((tmp_path / "dist").glob("registry-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "registry/migrations/env.py" in names
     assert any(n.startswith("registry/migrations/versions/0001") for n in names)
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     probe = (
         "import registry, sys; from registry import Registry; "
         "assert registry.__file__.startswith(sys.argv[1]), registry.__file__; "
@@ -158,7 +190,10 @@ def test_migrations_ship_in_the_wheel(tmp_path: Path):
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, str(target), str(tmp_path / "h")],
-        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"[] {schema.SCHEMA_REVISION}"

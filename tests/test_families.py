@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_state, make_model
 
 from registry import Registry
-
-from conftest import assert_same_state, make_model
 
 FAMILIES = [
     # (architecture, constructor arguments, input shape)

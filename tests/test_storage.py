@@ -95,7 +95,9 @@ def test_pack_is_durable_before_the_catalogue_commit(reg: Registry, resnet18_sta
     assert after_rename.index("fsync-dir") < after_rename.index("commit")
 
 
-def test_failed_commit_leaves_no_version_and_no_pack(reg: Registry, home: Path, resnet18_state, monkeypatch):
+def test_failed_commit_leaves_no_version_and_no_pack(
+    reg: Registry, home: Path, resnet18_state, monkeypatch
+):
     from registry.catalog import queries
 
     def boom(*args, **kwargs):
@@ -126,7 +128,9 @@ Registry(home=sys.argv[1]).push(make_model("resnet18", seed=9).state_dict(), "cr
 def test_crash_between_pack_and_commit(home: Path, resnet18_state):
     result = subprocess.run(
         [sys.executable, "-c", CRASH_CHILD, str(home), str(Path(__file__).parent)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert len(packs(home)) == 1  # the pack made it to disk...

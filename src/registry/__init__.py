@@ -1,9 +1,9 @@
 """registry: a model registry for PyTorch state dicts.
 
-    from registry import Registry
-    reg = Registry()
-    reg.push("model.pth", arch="resnet18")
-    model = reg.load("model:1")
+from registry import Registry
+reg = Registry()
+reg.push("model.pth", arch="resnet18")
+model = reg.load("model:1")
 """
 
 from .api import Registry

@@ -40,7 +40,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
     lines = []
     for row in [list(headers), *rows]:
         cells = [
-            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)

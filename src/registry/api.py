@@ -24,8 +24,8 @@ from .catalog.engine import make_engine, writer
 from .catalog.models import Model, Version
 from .errors import (
     CatalogError,
-    InvalidArgumentError,
     IntegrityError,
+    InvalidArgumentError,
     StorageError,
 )
 from .keyvalue import validate_arch_kwargs, validate_tags
@@ -108,9 +108,13 @@ class Registry:
         parsed = parse_ref(ref)
         with self._read() as session:
             version = queries.resolve(session, parsed)
-            return queries.records(session, [version], {version.model_id: parsed.name}, with_tensors=True)[0]
+            return queries.records(
+                session, [version], {version.model_id: parsed.name}, with_tensors=True
+            )[0]
 
-    def list(self, name: str | None = None, tags: Mapping[str, str] | None = None) -> list[ModelVersion]:
+    def list(
+        self, name: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> list[ModelVersion]:
         """Versions newest first, optionally of one model and with all the given tags."""
         if name is not None:
             validate_name(name)
@@ -146,7 +150,9 @@ class Registry:
 
         if name is None:
             if not isinstance(source, (str, os.PathLike)):
-                raise InvalidArgumentError("name= is required when pushing a state dict or a module")
+                raise InvalidArgumentError(
+                    "name= is required when pushing a state dict or a module"
+                )
             name = Path(source).stem
         validate_name(name)
         kwargs = validate_arch_kwargs(arch_kwargs)
@@ -155,9 +161,9 @@ class Registry:
             raise InvalidArgumentError("arch= must name an architecture, e.g. 'resnet18'")
         self._ready()
 
-        state, source_format, notes = _read_source(source)
         architecture = architectures.resolve(arch)
         skeleton = architectures.skeleton(architecture, kwargs)
+        state, source_format, notes = _read_source(source)
         for key, value in state.items():
             check_storable(key, value)
         architectures.check_weights(
@@ -200,7 +206,9 @@ class Registry:
                         if existing is not None:
                             if written is not None:
                                 self._store.discard(written.pack_id)
-                            return self._record(session, existing, PushReport(False, 0, 0, tuple(notes)))
+                            return self._record(
+                                session, existing, PushReport(False, 0, 0, tuple(notes))
+                            )
                         if written is not None:
                             queries.add_pack(
                                 session,
@@ -241,7 +249,9 @@ class Registry:
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _record(self, session: Session, version: Version, report: PushReport | None = None) -> ModelVersion:
+    def _record(
+        self, session: Session, version: Version, report: PushReport | None = None
+    ) -> ModelVersion:
         name = session.scalar(select(Model.name).where(Model.id == version.model_id))
         record = queries.records(session, [version], {version.model_id: name})[0]
         if report is not None:
@@ -271,14 +281,18 @@ class Registry:
             if blob.digest not in views:
                 if blob.pack_id not in maps:
                     maps[blob.pack_id] = self._store.map(blob.pack_id)
-                views[blob.digest] = view(maps[blob.pack_id], blob.offset, blob.nbytes, blob.pack_id)
+                views[blob.digest] = view(
+                    maps[blob.pack_id], blob.offset, blob.nbytes, blob.pack_id
+                )
         if verify:
             digests = list(views)
             actual = sha256_many([views[d] for d in digests])
             bad = {d for d, a in zip(digests, actual) if a != d}
             if bad:
                 names = [t.name for t, _ in located if t.digest in bad]
-                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                shown = ", ".join(names[:5]) + (
+                    f" and {len(names) - 5} more" if len(names) > 5 else ""
+                )
                 raise IntegrityError(
                     f"{record.ref}: stored bytes of {len(names)} tensor"
                     f"{'s' if len(names) != 1 else ''} do not match their digest ({shown}); "
@@ -289,7 +303,9 @@ class Registry:
         for tensor, _blob in located:
             key = (tensor.digest, tensor.dtype, tuple(tensor.shape))
             if key not in shared:
-                shared[key] = from_buffer(views[tensor.digest], parse_dtype(tensor.dtype), tensor.shape)
+                shared[key] = from_buffer(
+                    views[tensor.digest], parse_dtype(tensor.dtype), tensor.shape
+                )
             state[tensor.name] = shared[key]
         return record, state
 
@@ -301,7 +317,9 @@ class Registry:
         """
         return self._open(ref, verify)[1]
 
-    def load(self, ref: str, *, device: str | torch.device = "cpu", verify: bool = True) -> nn.Module:
+    def load(
+        self, ref: str, *, device: str | torch.device = "cpu", verify: bool = True
+    ) -> nn.Module:
         """Rebuild the version's architecture with its stored arguments, weights in, eval mode."""
         from . import architectures
 
@@ -325,7 +343,9 @@ class Registry:
         if format is not None and format not in PULL_FORMATS:
             raise InvalidArgumentError(f"unknown format {format!r}: choose pth or safetensors")
         if format is None:
-            format = "safetensors" if path is not None and Path(path).suffix == ".safetensors" else "pth"
+            format = (
+                "safetensors" if path is not None and Path(path).suffix == ".safetensors" else "pth"
+            )
         record, state = self._open(ref, verify=True)
         if path is None:
             suffix = "safetensors" if format == "safetensors" else "pth"
@@ -356,7 +376,9 @@ def _read_source(source: Any) -> tuple[dict[str, torch.Tensor], str, list[str]]:
     )
 
 
-def _write_weights(state: dict[str, torch.Tensor], target: Path, format: str, record: ModelVersion) -> None:
+def _write_weights(
+    state: dict[str, torch.Tensor], target: Path, format: str, record: ModelVersion
+) -> None:
     """Write atomically: a temporary file in the target folder, then rename."""
     import torch
 

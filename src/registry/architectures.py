@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import torch
@@ -52,15 +52,17 @@ def available() -> list[str]:
     return list(_torchvision_names())
 
 
-@lru_cache(maxsize=None)
+@cache
 def resolve(name: str) -> Architecture:
     """The architecture called ``name``; suggests close names when there is none."""
     names = _torchvision_names()
     if name not in names:
         lowered = {n.lower(): n for n in names}
         close = difflib.get_close_matches(name.lower(), list(lowered), n=4, cutoff=0.6)
-        hint = f"; did you mean {', '.join(lowered[c] for c in close)}?" if close else (
-            "; run `registry archs` for the list"
+        hint = (
+            f"; did you mean {', '.join(lowered[c] for c in close)}?"
+            if close
+            else ("; run `registry archs` for the list")
         )
         raise ArchitectureNotFoundError(f"unknown architecture {name!r}{hint}")
     import torchvision.models
@@ -74,8 +76,19 @@ def resolve(name: str) -> Architecture:
 
 
 _INIT_FUNCTIONS = (
-    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
-    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
     "sparse_",
 )
 _TENSOR_INIT_METHODS = ("normal_", "uniform_", "fill_", "zero_", "bernoulli_", "exponential_")
@@ -112,7 +125,9 @@ def _skip_init_on_meta() -> Iterator[None]:
             setattr(torch.Tensor, name, fn)
 
 
-def build(arch: Architecture, kwargs: Mapping[str, Any], device: str | torch.device = "meta") -> nn.Module:
+def build(
+    arch: Architecture, kwargs: Mapping[str, Any], device: str | torch.device = "meta"
+) -> nn.Module:
     """Construct ``arch`` with the user's arguments on ``device``."""
     skip = _skip_init_on_meta() if torch.device(device).type == "meta" else nullcontext()
     try:
@@ -130,15 +145,15 @@ def _shape(t: torch.Tensor) -> list[int]:
     return list(t.shape)
 
 
-def check_weights(
-    module: nn.Module, shapes: Mapping[str, list[int]], label: str
-) -> None:
+def check_weights(module: nn.Module, shapes: Mapping[str, list[int]], label: str) -> None:
     """Refuse weights whose keys or shapes differ from the module's state dict."""
     expected = {k: _shape(v) for k, v in module.state_dict(keep_vars=True).items()}
     missing = [k for k in expected if k not in shapes]
     unexpected = [k for k in shapes if k not in expected]
     mismatched = [
-        (k, list(shapes[k]), expected[k]) for k in expected if k in shapes and list(shapes[k]) != expected[k]
+        (k, list(shapes[k]), expected[k])
+        for k in expected
+        if k in shapes and list(shapes[k]) != expected[k]
     ]
     if not (missing or unexpected or mismatched):
         return
@@ -172,7 +187,11 @@ def _num_classes_hint(mismatched: list[tuple[str, list[int], list[int]]]) -> str
     if not all(s and e and s[1:] == e[1:] for _, s, e in mismatched):
         return ""
     outs = {s[0] for _, s, _e in mismatched}
-    return f" (a different head size: try --arch-arg num_classes={outs.pop()})" if len(outs) == 1 else ""
+    return (
+        f" (a different head size: try --arch-arg num_classes={outs.pop()})"
+        if len(outs) == 1
+        else ""
+    )
 
 
 def parameter_count(module: nn.Module) -> int:
@@ -268,7 +287,11 @@ def instantiate(
             f"stored weights do not fit {arch.label(kwargs)}: {str(exc).strip().splitlines()[0]}"
         ) from None
     for names in tied:
-        first = module.get_parameter(names[0]) if _is_param(module, names[0]) else module.get_buffer(names[0])
+        first = (
+            module.get_parameter(names[0])
+            if _is_param(module, names[0])
+            else module.get_buffer(names[0])
+        )
         for other in names[1:]:
             _set_by_path(module, other, first)
     module.to(device)
@@ -282,4 +305,3 @@ def _is_param(module: nn.Module, path: str) -> bool:
     except AttributeError:
         return False
     return True
-

@@ -47,9 +47,7 @@ def _sniff(path: Path) -> str:
         (length,) = struct.unpack("<Q", head[:8])
         if 2 <= length <= 100_000_000 and head[8:9] == b"{":
             return "safetensors"
-    raise NotACheckpointError(
-        f"{path} is not a PyTorch checkpoint (.pth) or a safetensors file"
-    )
+    raise NotACheckpointError(f"{path} is not a PyTorch checkpoint (.pth) or a safetensors file")
 
 
 def _load_pth(path: Path) -> object:
@@ -116,7 +114,7 @@ def unwrap(obj: object, origin: str) -> tuple[dict[str, torch.Tensor], list[str]
     state = dict(obj)  # type: ignore[arg-type]
     for prefix in STRIPPED_PREFIXES:
         if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
             notes.append(f"stripped the {prefix!r} prefix from {len(state)} keys")
     return state, notes
 
@@ -155,4 +153,3 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     loaded = _load_pth(path)
     state, notes = unwrap(loaded, str(path))
     return Checkpoint(state, "pth", notes)
-

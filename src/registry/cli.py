@@ -16,7 +16,9 @@ import click
 from . import _format
 from .errors import RegistryError
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."
+)
 
 
 class _Group(click.Group):
@@ -33,7 +35,9 @@ class _Group(click.Group):
             detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise click.ClickException(f"catalogue database error: {detail}") from None
         except OSError as exc:
-            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+            raise click.ClickException(
+                f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+            ) from None
 
 
 def _registry():  # type: ignore[no-untyped-def]
@@ -63,21 +67,37 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--arch", required=True, help="Architecture name, e.g. resnet18 (see `registry archs`).")
+@click.option(
+    "--arch", required=True, help="Architecture name, e.g. resnet18 (see `registry archs`)."
+)
 @click.option("--name", help="Model name (default: the file's stem).")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Label the version; repeatable.")
-@click.option("--arch-arg", "arch_args", multiple=True, metavar="K=V",
-              help="Constructor argument, e.g. num_classes=10 (JSON values); repeatable.")
+@click.option(
+    "--arch-arg",
+    "arch_args",
+    multiple=True,
+    metavar="K=V",
+    help="Constructor argument, e.g. num_classes=10 (JSON values); repeatable.",
+)
 @click.option("--description", help="Free text stored with the version.")
 @json_option
-def push(path: str, arch: str, name: str | None, tags: tuple[str, ...], arch_args: tuple[str, ...],
-         description: str | None, as_json: bool) -> None:
+def push(
+    path: str,
+    arch: str,
+    name: str | None,
+    tags: tuple[str, ...],
+    arch_args: tuple[str, ...],
+    description: str | None,
+    as_json: bool,
+) -> None:
     """Store the state dict in PATH (.pth or .safetensors) as a new version."""
     from .keyvalue import parse_arch_args, parse_tags
 
     kwargs = parse_arch_args(arch_args)
     labels = parse_tags(tags)
-    mv = _registry().push(path, name, arch=arch, arch_kwargs=kwargs, tags=labels, description=description)
+    mv = _registry().push(
+        path, name, arch=arch, arch_kwargs=kwargs, tags=labels, description=description
+    )
     report = mv.pushed
     assert report is not None
     for note in report.notes:
@@ -98,21 +118,38 @@ def push(path: str, arch: str, name: str | None, tags: tuple[str, ...], arch_arg
 
 @cli.command()
 @click.argument("ref")
-@click.option("-o", "--output", type=click.Path(path_type=str),
-              help="File to write (default: NAME-vVERSION.pth in the current folder).")
-@click.option("--format", "fmt", type=click.Choice(["pth", "safetensors"]),
-              help="File format (default: from the output's suffix, else pth).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=str),
+    help="File to write (default: NAME-vVERSION.pth in the current folder).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["pth", "safetensors"]),
+    help="File format (default: from the output's suffix, else pth).",
+)
 @json_option
 def pull(ref: str, output: str | None, fmt: str | None, as_json: bool) -> None:
     """Write the weights of REF to a file that torch.load reads (digests verified)."""
     reg = _registry()
-    path = reg.pull(ref, output, format=fmt)
     mv = reg.get(ref)
+    path = reg.pull(mv.ref, output, format=fmt)  # the exact version, even if `ref` moves meanwhile
     if as_json:
-        _emit_json({"ref": mv.ref, "path": str(path), "format": fmt or _guess_format(path.name),
-                    "digest": f"sha256:{mv.digest}", "total_bytes": mv.total_bytes})
+        _emit_json(
+            {
+                "ref": mv.ref,
+                "path": str(path),
+                "format": fmt or _guess_format(path.name),
+                "digest": f"sha256:{mv.digest}",
+                "total_bytes": mv.total_bytes,
+            }
+        )
         return
-    _say(f"wrote {mv.ref} to {path} ({_format.size(mv.total_bytes)}, {mv.tensor_count} tensors verified)")
+    _say(
+        f"wrote {mv.ref} to {path} ({_format.size(mv.total_bytes)}, {mv.tensor_count} tensors verified)"
+    )
     click.echo(str(path))
 
 
@@ -122,7 +159,13 @@ def _guess_format(filename: str) -> str:
 
 @cli.command(name="list")
 @click.argument("name", required=False)
-@click.option("--tag", "tags", multiple=True, metavar="K=V", help="Only versions with this tag; repeatable (ANDed).")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="K=V",
+    help="Only versions with this tag; repeatable (ANDed).",
+)
 @json_option
 def list_(name: str | None, tags: tuple[str, ...], as_json: bool) -> None:
     """List versions, newest first."""
@@ -147,7 +190,11 @@ def list_(name: str | None, tags: tuple[str, ...], as_json: bool) -> None:
         ]
         for mv in versions
     ]
-    click.echo(_format.table(["REF", "ARCH", "PARAMS", "SIZE", "DIGEST", "CREATED", "TAGS"], rows, right=(2, 3)))
+    click.echo(
+        _format.table(
+            ["REF", "ARCH", "PARAMS", "SIZE", "DIGEST", "CREATED", "TAGS"], rows, right=(2, 3)
+        )
+    )
 
 
 @cli.command()
@@ -180,7 +227,10 @@ def show(ref: str, as_json: bool) -> None:
         fields.append(("description", mv.description))
     width = max(len(k) for k, _ in fields)
     lines = [mv.ref] + [f"  {k.ljust(width)}  {v}" for k, v in fields]
-    rows = [[t.name, t.dtype, _format.shape(t.shape), _format.size(t.nbytes), t.digest[:12]] for t in mv.tensors]
+    rows = [
+        [t.name, t.dtype, _format.shape(t.shape), _format.size(t.nbytes), t.digest[:12]]
+        for t in mv.tensors
+    ]
     table = _format.table(["TENSOR", "DTYPE", "SHAPE", "SIZE", "DIGEST"], rows, right=(3,))
     click.echo("\n".join(lines) + "\n\n" + table)
 
@@ -226,9 +276,19 @@ def current(as_json: bool) -> None:
 
     revision = _registry().database_revision()
     if as_json:
-        _emit_json({"current": revision, "required": SCHEMA_REVISION, "up_to_date": revision == SCHEMA_REVISION})
+        _emit_json(
+            {
+                "current": revision,
+                "required": SCHEMA_REVISION,
+                "up_to_date": revision == SCHEMA_REVISION,
+            }
+        )
         return
-    state = "up to date" if revision == SCHEMA_REVISION else f"needs {SCHEMA_REVISION}: run `registry db upgrade`"
+    state = (
+        "up to date"
+        if revision == SCHEMA_REVISION
+        else f"needs {SCHEMA_REVISION}: run `registry db upgrade`"
+    )
     click.echo(f"{revision or 'none'} ({state})")
 
 

@@ -36,7 +36,9 @@ def check_storable(name: str, value: object) -> torch.Tensor:
             f"tensor {name!r} has layout {value.layout}; only dense tensors can be stored"
         )
     if value.is_quantized:
-        raise InvalidArgumentError(f"tensor {name!r} is quantized; quantized tensors are not supported")
+        raise InvalidArgumentError(
+            f"tensor {name!r} is quantized; quantized tensors are not supported"
+        )
     if value.is_meta:
         raise InvalidArgumentError(f"tensor {name!r} is on the meta device and holds no data")
     return value

@@ -52,7 +52,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the catalogue; use UTC-aware datetimes")
-        return value.astimezone(timezone.utc).replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return (
+            value.astimezone(timezone.utc).replace(tzinfo=None)
+            if dialect.name == "sqlite"
+            else value
+        )
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:

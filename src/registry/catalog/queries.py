@@ -43,7 +43,9 @@ def resolve(session: Session, ref: Ref) -> Version:
     if ref.version is not None:
         found = session.scalar(query.where(Version.version == ref.version))
         if found is None:
-            latest = session.scalar(select(func.max(Version.version)).where(Version.model_id == model.id))
+            latest = session.scalar(
+                select(func.max(Version.version)).where(Version.model_id == model.id)
+            )
             hint = f" (latest is {ref.name}:{latest})" if latest else ""
             raise VersionNotFoundError(f"{ref.name} has no version {ref.version}{hint}")
         return found
@@ -113,7 +115,12 @@ def _insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[st
     elif dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:  # pragma: no cover - other databases: skip rows that are already there
-        have = {r for r in session.scalars(select(table.c.digest).where(table.c.digest.in_([r["digest"] for r in rows])))}
+        have = {
+            r
+            for r in session.scalars(
+                select(table.c.digest).where(table.c.digest.in_([r["digest"] for r in rows]))
+            )
+        }
         rows = [r for r in rows if r["digest"] not in have]
         if rows:
             session.execute(insert(table), rows)
@@ -122,7 +129,13 @@ def _insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[st
         session.execute(dialect_insert(table).on_conflict_do_nothing(), list(chunk))
 
 
-def add_pack(session: Session, pack_id: str, nbytes: int, offsets: Mapping[str, int], sizes: Mapping[str, int]) -> None:
+def add_pack(
+    session: Session,
+    pack_id: str,
+    nbytes: int,
+    offsets: Mapping[str, int],
+    sizes: Mapping[str, int],
+) -> None:
     """Record a written pack and the blobs in it that the store did not hold yet."""
     session.add(Pack(id=pack_id, nbytes=nbytes, created_at=utcnow()))
     session.flush()
@@ -200,7 +213,9 @@ def tensor_locations(session: Session, version_id: int) -> list[tuple[TensorRow,
     return [(t, b) for t, b in rows]
 
 
-def _labels(session: Session, versions: Sequence[Version]) -> tuple[dict[int, dict[str, str]], dict[int, list[str]], dict[int, str]]:
+def _labels(
+    session: Session, versions: Sequence[Version]
+) -> tuple[dict[int, dict[str, str]], dict[int, list[str]], dict[int, str]]:
     """Tags, aliases and parent refs of many versions in three queries."""
     ids = [v.id for v in versions]
     tags: dict[int, dict[str, str]] = {i: {} for i in ids}
@@ -209,11 +224,15 @@ def _labels(session: Session, versions: Sequence[Version]) -> tuple[dict[int, di
     parent_ids = sorted({v.parent_id for v in versions if v.parent_id is not None})
     for chunk in _chunks(ids):
         for vid, key, value in session.execute(
-            select(Tag.version_id, Tag.key, Tag.value).where(Tag.version_id.in_(chunk)).order_by(Tag.key)
+            select(Tag.version_id, Tag.key, Tag.value)
+            .where(Tag.version_id.in_(chunk))
+            .order_by(Tag.key)
         ):
             tags[vid][key] = value
         for vid, alias in session.execute(
-            select(Alias.version_id, Alias.alias).where(Alias.version_id.in_(chunk)).order_by(Alias.alias)
+            select(Alias.version_id, Alias.alias)
+            .where(Alias.version_id.in_(chunk))
+            .order_by(Alias.alias)
         ):
             aliases[vid].append(alias)
     for chunk in _chunks(parent_ids):
@@ -224,7 +243,13 @@ def _labels(session: Session, versions: Sequence[Version]) -> tuple[dict[int, di
     return tags, aliases, parents
 
 
-def records(session: Session, versions: Sequence[Version], names: Mapping[int, str], *, with_tensors: bool = False) -> list[ModelVersion]:
+def records(
+    session: Session,
+    versions: Sequence[Version],
+    names: Mapping[int, str],
+    *,
+    with_tensors: bool = False,
+) -> list[ModelVersion]:
     """Turn ORM versions into API records."""
     tags, aliases, parents = _labels(session, versions)
     out = []
@@ -234,7 +259,9 @@ def records(session: Session, versions: Sequence[Version], names: Mapping[int, s
             tensors = tuple(
                 TensorInfo(t.name, t.dtype, tuple(t.shape), t.digest, t.nbytes)
                 for t in session.scalars(
-                    select(TensorRow).where(TensorRow.version_id == v.id).order_by(TensorRow.position)
+                    select(TensorRow)
+                    .where(TensorRow.version_id == v.id)
+                    .order_by(TensorRow.position)
                 )
             )
         out.append(

@@ -110,7 +110,9 @@ class LocalStore:
             with open(path, "rb") as f:
                 return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         except FileNotFoundError:
-            raise StorageError(f"pack {pack_id} is missing from the tensor store at {self.root}") from None
+            raise StorageError(
+                f"pack {pack_id} is missing from the tensor store at {self.root}"
+            ) from None
         except (OSError, ValueError) as exc:
             raise StorageError(f"cannot read pack {path}: {exc}") from exc
 

@@ -1,7 +1,7 @@
 """Initial schema: models, versions, tensors, blobs, packs, tags, aliases.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-28 15:20:05.620550
 """
 from __future__ import annotations
