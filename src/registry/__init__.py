@@ -6,7 +6,8 @@ reg.push("model.pth", arch="resnet18")
 model = reg.load("model:1")
 """
 
-from .api import Registry
+from typing import TYPE_CHECKING
+
 from .errors import (
     AmbiguousReferenceError,
     ArchitectureError,
@@ -29,7 +30,19 @@ from .errors import (
 )
 from .records import ModelVersion, PushReport, TensorInfo
 
+if TYPE_CHECKING:
+    from .api import Registry
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    # Registry pulls in SQLAlchemy; importing it on first use keeps `registry --help` quick.
+    if name == "Registry":
+        from .api import Registry
+
+        return Registry
+    raise AttributeError(f"module 'registry' has no attribute {name!r}")
 
 __all__ = [
     "Registry",
@@ -56,3 +69,7 @@ __all__ = [
     "VersionNotFoundError",
     "__version__",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
