@@ -44,6 +44,7 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
         return Registry
     raise AttributeError(f"module 'registry' has no attribute {name!r}")
 
+
 __all__ = [
     "Registry",
     "ModelVersion",

@@ -66,7 +66,17 @@ def _load_pth(path: Path) -> object:
             "registry never loads pickles unsafely, so their code is not run. Save the "
             "weights alone with torch.save(model.state_dict(), path)"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, struct.error) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        IndexError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        zipfile.BadZipFile,
+        ValueError,
+        struct.error,
+    ) as exc:  # what torch raises for damaged files varies with where the damage is
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NotACheckpointError(f"cannot read {path} as a PyTorch checkpoint: {first}") from None
 
@@ -123,6 +133,13 @@ def _describe_non_state_dict(obj: object, origin: str) -> str:
     if isinstance(obj, Mapping):
         if not obj:
             return f"{origin} holds an empty dict, not a state dict"
+        odd_keys = [k for k in obj if not isinstance(k, str)]
+        if odd_keys:
+            shown = ", ".join(repr(k) for k in odd_keys[:5])
+            return (
+                f"{origin} is not a state dict: its keys must be strings, but "
+                f"{len(odd_keys)} are not ({shown})"
+            )
         bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
         shown = ", ".join(f"{k!r} ({type(obj[k]).__name__})" for k in bad[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""

@@ -66,7 +66,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("path")
 @click.option(
     "--arch", required=True, help="Architecture name, e.g. resnet18 (see `registry archs`)."
 )

@@ -94,9 +94,11 @@ def parse_ref(text: str) -> Ref:
             return Ref(validate_name(name), digest_prefix=prefix)
         name, sep, selector = text.partition(":")
         validate_name(name)
+        if sep and not selector:
+            raise InvalidReferenceError(
+                f"empty version in reference {text!r}: expected NAME:VERSION, NAME:latest or NAME:ALIAS"
+            )
         if not sep or selector == "latest":
-            if sep and not selector:
-                raise InvalidReferenceError(f"empty version in reference {text!r}")
             return Ref(name)
         if selector.isdigit():
             version = int(selector)
