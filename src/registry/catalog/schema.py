@@ -19,6 +19,7 @@ from .engine import writer
 #: The head revision of ``registry/migrations``; a test checks it matches Alembic's head.
 SCHEMA_REVISION = "0001"
 VERSION_TABLE = "alembic_version"
+_MIGRATION_LOCK_ID = 0x7265_6769_7374  # "regist"
 
 
 def migrations_path() -> Path:
@@ -50,6 +51,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
 
     with writer(engine).connect() as connection:
         with connection.begin():
+            # SQLite's BEGIN IMMEDIATE already serialises this; PostgreSQL needs a lock
+            # so two first-time users do not both create the schema.
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
             before = current_revision(connection)
             command.upgrade(alembic_config(connection), revision)
             after = current_revision(connection)
