@@ -172,7 +172,7 @@ class Registry:
         param_count = architectures.parameter_count(skeleton)
         del skeleton
 
-        owners, views = [], []
+        owners, views = [], []  # owners keep the memory behind each view alive
         for value in state.values():
             owner, view = raw_bytes(value)
             owners.append(owner)
