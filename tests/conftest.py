@@ -95,3 +95,42 @@ def run_cli(
             f"registry {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
         )
     return result
+
+
+_PUSHER = r"""
+import sys, time, torch, torchvision
+from registry import Registry
+home, url, seed, start = sys.argv[1], sys.argv[2] or None, int(sys.argv[3]), float(sys.argv[4])
+states = []
+for i in range(3):
+    torch.manual_seed(seed * 100 + i)
+    states.append(torchvision.models.mobilenet_v3_small(weights=None).state_dict())
+while time.time() < start:
+    time.sleep(0.005)
+reg = Registry(home=home, database_url=url)
+for state in states:
+    print(reg.push(state, "shared", arch="mobilenet_v3_small").ref, flush=True)
+"""
+
+
+def push_from_two_processes(home: Path, database_url: str = "") -> list[str]:
+    """Two processes each push 3 different state dicts to one name, starting together.
+
+    Returns the refs they printed, sorted; fails if either process failed.
+    """
+    import time
+
+    start = time.time() + 8  # both are past their torch import by then
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PUSHER, str(home), database_url, str(seed), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err
+    return sorted(line for out, _ in outputs for line in out.split())

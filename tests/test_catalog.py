@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import run_cli
+from conftest import push_from_two_processes, run_cli
 from sqlalchemy import create_engine, text
 
 from registry import Registry
@@ -98,44 +97,9 @@ def test_foreign_database_is_not_touched(tmp_path: Path):
             reg.list()
 
 
-PUSHER = textwrap.dedent(
-    r"""
-    import sys, time, torch
-    from registry import Registry
-    home, seed, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    states = []
-    for i in range(3):
-        torch.manual_seed(seed * 100 + i)
-        import torchvision
-        states.append(torchvision.models.mobilenet_v3_small(weights=None).state_dict())
-    while time.time() < start:
-        time.sleep(0.005)
-    reg = Registry(home=home)
-    for state in states:
-        print(reg.push(state, "shared", arch="mobilenet_v3_small").ref, flush=True)
-    """
-)
-
-
 def test_two_processes_push_at_once(tmp_path: Path):
-    import time
-
     home = tmp_path / "h"  # a brand-new registry: both processes also race to create it
-    start = time.time() + 8
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", PUSHER, str(home), str(seed), str(start)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for seed in (1, 2)
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (_out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err
-    refs = [line for out, _ in outputs for line in out.split()]
-    assert sorted(refs) == [f"shared:{i}" for i in range(1, 7)]
+    assert push_from_two_processes(home) == sorted(f"shared:{i}" for i in range(1, 7))
     with Registry(home=home) as reg:
         assert sorted(mv.version for mv in reg.list("shared")) == list(range(1, 7))
         assert len({mv.digest for mv in reg.list("shared")}) == 6

@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import torch
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import assert_same_state, make_model, run_cli
+from conftest import assert_same_state, make_model, push_from_two_processes, run_cli
 
 from registry import Registry
 from registry.catalog.models import Base
@@ -114,36 +113,6 @@ def test_round_trip_on_postgres(postgres, tmp_path: Path, resnet18_state):
     assert result.returncode == 0 and '"pg/model:1"' in result.stdout
 
 
-PUSHER = r"""
-import sys, time, torch, torchvision
-from registry import Registry
-url, home, seed, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-states = []
-for i in range(3):
-    torch.manual_seed(seed * 100 + i)
-    states.append(torchvision.models.mobilenet_v3_small(weights=None).state_dict())
-while time.time() < start:
-    time.sleep(0.005)
-reg = Registry(home=home, database_url=url)
-for state in states:
-    print(reg.push(state, "shared", arch="mobilenet_v3_small").ref, flush=True)
-"""
-
-
 def test_two_processes_push_at_once_on_postgres(postgres, tmp_path: Path):
-    url, home = postgres(), tmp_path / "h"
-    start = time.time() + 8
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", PUSHER, url, str(home), str(seed), str(start)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for seed in (1, 2)
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (_out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err
-    refs = sorted(line for out, _ in outputs for line in out.split())
+    refs = push_from_two_processes(tmp_path / "h", postgres())
     assert refs == sorted(f"shared:{i}" for i in range(1, 7))
