@@ -1,20 +1,44 @@
-"""Side-by-side timings: the registry against the plain torch.save / torch.load recipe.
+"""Side-by-side benchmark: the registry against the plain torch / MLflow recipes.
 
-    python benchmarks/run.py [--repeat 7] [--arch resnet50]
+    python benchmarks/run.py [--repeat 7] [--quick] [--only NAME ...] [--dir DIR]
 
-Each comparison runs both sides in this process, alternating, on the same state dict
-and the same disk, and prints medians and the ratio registry / baseline. Durable
-writes on both sides: torch.save is followed by fsync. Reads are warm (files in the
-page cache) on both sides. THP_MEM_ALLOC_ENABLE is reported, not changed.
+Each comparison runs both sides in this process (peak memory: in fresh child
+processes), alternating them for --repeat repetitions, and prints the medians, the
+ratio registry / baseline, the target and whether it is met. Writes are durable on
+both sides (torch.save is followed by fsync); reads are warm (files in the page
+cache) on both sides. Untimed per-repetition setup and cleanup (fresh registries,
+deleting written files, gc) stay outside the timings. THP_MEM_ALLOC_ENABLE is
+reported, never changed. Everything is written under a temporary folder in --dir
+(default /tmp), removed at the end.
+
+Comparisons (names for --only):
+  push           push resnet50 to an empty registry vs torch.save + fsync      [<=1.1x]
+  push-1gb       the same for a ~1 GB state dict (vgg19, 26955 classes)        [<=1.1x]
+  load           load("bench:1") vs get_model + torch.load + load_state_dict  [<=0.5x]
+  load-mlflow    load("bench:1") vs mlflow.pytorch.load_model                 [<=1.0x]
+  load-sd-1gb    load_state_dict of the 1 GB version vs torch.load            [<=1.0x]
+  rss-1gb        peak RSS of those two loads, each in a fresh process  [< 1.3 GB extra]
+  finetune       push with only fc.* changed: bytes written, time vs full push
+  cli            registry --help / list / show / tag on a 1,000-version catalogue [<0.3 s]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import gc
+import hashlib
+import json
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -22,90 +46,553 @@ import torchvision
 
 from registry import Registry
 
+GB = 1e9
+MB = 1e6
+BIG_CLASSES = 26955  # vgg19 with this many classes holds ~1.0e9 bytes of float32
+QUICK_REPEAT = 3
 
-def timed(fn) -> float:
+
+# -- measuring -----------------------------------------------------------------------
+
+
+def timed_call(fn: Callable[[], object]) -> tuple[float, object]:
+    """Seconds fn takes, and its result."""
+    gc.collect()
     start = time.perf_counter()
-    fn()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds fn takes; its result is freed after the clock stops."""
+    return timed_call(fn)[0]
+
+
+def alternate(a: Callable[[], float], b: Callable[[], float], repeat: int) -> tuple[list, list]:
+    """Run a and b in turn, repeat times each; both return their own seconds."""
+    ta, tb = [], []
+    for _ in range(repeat):
+        ta.append(a())
+        tb.append(b())
+    return ta, tb
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def nbytes_of(state: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def unique_nbytes(state: dict[str, torch.Tensor]) -> int:
+    """Bytes of the distinct tensor contents: what a deduplicating store has to write."""
+    seen = set()
+    for t in state.values():
+        raw = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+        seen.add((raw.nbytes, hashlib.sha256(raw).digest()))
+    return sum(n for n, _ in seen)
+
+
+def same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> bool:
+    return list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def checked(row: Row, ok: bool, problem: str) -> Row:
+    """The row, its verdict replaced by the problem if an (untimed) sanity check failed."""
+    if not ok:
+        row.met = f"NO: {problem}"
+    return row
+
+
+# -- the table -----------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    label: str
+    ours: str = "-"
+    base: str = "-"
+    ratio: str = "-"
+    target: str = "-"
+    met: str = "-"
+
+
+def secs(values: list[float] | float) -> str:
+    value = statistics.median(values) if isinstance(values, list) else values
+    return f"{value:.3f} s"
+
+
+def ratio_row(label: str, ours: float, base: float, limit: float, unit=secs) -> Row:
+    """A row comparing two medians (or two numbers) against a target ratio <= limit."""
+    ratio = ours / base
+    return Row(
+        label, unit(ours), unit(base), f"{ratio:.2f}x", f"<={limit}x", verdict(ratio <= limit)
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def size(n: float) -> str:
+    return f"{n / GB:.3f} GB" if n >= 0.1 * GB else f"{n / MB:.2f} MB"
+
+
+def print_table(rows: list[Row]) -> None:
+    header = Row("comparison", "registry", "baseline", "ratio", "target", "met")
+    widths = [max(len(getattr(r, f)) for r in [header, *rows]) for f in Row.__dataclass_fields__]
+    for row in [header, *rows]:
+        cells = [getattr(row, f) for f in Row.__dataclass_fields__]
+        line = cells[0].ljust(widths[0]) + "".join(
+            "  " + c.rjust(w) for c, w in zip(cells[1:5], widths[1:5])
+        )
+        print(f"{line}  {cells[5]}")
+
+
+# -- shared inputs, built on first use -------------------------------------------------
+
+
+class Bench:
+    def __init__(self, work: Path, repeat: int):
+        self.work = work
+        self.repeat = repeat
+        self.full_push_times: list[float] | None = None  # from `push`, reused by `finetune`
+        self._registries: list[Registry] = []
+        self._counter = 0
+
+    def fresh_dir(self, prefix: str) -> Path:
+        self._counter += 1
+        return self.work / f"{prefix}-{self._counter}"
+
+    def registry(self, home: Path) -> Registry:
+        """A registry with its catalogue created (so timings exclude schema setup)."""
+        reg = Registry(home=home)
+        reg.list()
+        self._registries.append(reg)
+        return reg
+
+    def close(self) -> None:
+        for reg in self._registries:
+            reg.close()
+
+    @cached_property
+    def resnet50(self) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torchvision.models.get_model("resnet50", weights=None).eval()
+
+    @cached_property
+    def small_state(self) -> dict[str, torch.Tensor]:
+        return self.resnet50.state_dict()
+
+    @cached_property
+    def small_pth(self) -> Path:
+        path = self.work / "resnet50.pth"
+        torch.save(self.small_state, path)
+        return path
+
+    @cached_property
+    def small_reg(self) -> Registry:
+        reg = self.registry(self.work / "main")
+        reg.push(self.small_state, "bench", arch="resnet50")
+        return reg
+
+    @cached_property
+    def big_state(self) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = torchvision.models.get_model("vgg19", weights=None, num_classes=BIG_CLASSES)
+        state = model.state_dict()
+        print(
+            f"# 1 GB case: vgg19(num_classes={BIG_CLASSES}) state dict = {nbytes_of(state):,} "
+            f"bytes in {len(state)} tensors",
+            flush=True,
+        )
+        return state
+
+    @cached_property
+    def big_pth(self) -> Path:
+        path = self.work / "big.pth"
+        torch.save(self.big_state, path)
+        return path
+
+    @cached_property
+    def big_home(self) -> Path:
+        home = self.work / "big"
+        self.registry(home).push(
+            self.big_state, "big", arch="vgg19", arch_kwargs={"num_classes": BIG_CLASSES}
+        )
+        return home
+
+
+# -- comparisons: one function each, returning table rows ----------------------------
+
+
+def push_vs_save(
+    bench: Bench, state: dict, arch: str, kwargs: dict | None
+) -> tuple[list[float], list[float], int]:
+    """Durable push into a fresh empty registry vs torch.save + fsync; files deleted per rep.
+
+    Also returns the fewest bytes a push wrote (it should write every byte).
+    """
+    written = []
+
+    def push() -> float:
+        home = bench.fresh_dir("push")
+        reg = bench.registry(home)
+        seconds, version = timed_call(
+            lambda: reg.push(state, "bench", arch=arch, arch_kwargs=kwargs)
+        )
+        written.append(version.pushed.bytes_written)
+        reg.close()
+        shutil.rmtree(home)
+        return seconds
+
+    def save() -> float:
+        path = bench.fresh_dir("save").with_suffix(".pth")
+
+        def write() -> None:
+            torch.save(state, path)
+            fsync_file(path)
+
+        seconds = timed(write)
+        path.unlink()
+        return seconds
+
+    push(), save()  # warm-up: imports, code paths, allocator
+    ours, base = alternate(push, save, bench.repeat)
+    return ours, base, min(written)
+
+
+def push_row(label: str, state: dict, ours: list, base: list, written: int) -> Row:
+    row = ratio_row(label, statistics.median(ours), statistics.median(base), 1.1)
+    unique = unique_nbytes(state)
+    return checked(row, written >= unique, f"a push wrote {written:,} < {unique:,} bytes")
+
+
+def compare_push(bench: Bench) -> list[Row]:
+    state = bench.small_state
+    ours, base, written = push_vs_save(bench, state, "resnet50", None)
+    bench.full_push_times = ours
+    label = f"push resnet50 ({size(nbytes_of(state))}) vs torch.save+fsync"
+    return [push_row(label, state, ours, base, written)]
+
+
+def compare_push_1gb(bench: Bench) -> list[Row]:
+    state = bench.big_state
+    ours, base, written = push_vs_save(bench, state, "vgg19", {"num_classes": BIG_CLASSES})
+    label = f"push vgg19 ({size(nbytes_of(state))}) vs torch.save+fsync"
+    return [push_row(label, state, ours, base, written)]
+
+
+def compare_load(bench: Bench) -> list[Row]:
+    reg, pth = bench.small_reg, bench.small_pth
+
+    def recipe() -> torch.nn.Module:
+        m = torchvision.models.get_model("resnet50", weights=None)
+        m.load_state_dict(torch.load(pth, weights_only=True))
+        return m.eval()
+
+    def ours() -> float:
+        return timed(lambda: reg.load("bench:1"))
+
+    def base() -> float:
+        return timed(recipe)
+
+    ours(), base()  # warm-up: page cache, imports
+    ok = same_weights(reg.load("bench:1").state_dict(), bench.small_state)
+    a, b = alternate(ours, base, bench.repeat)
+    label = "load resnet50 vs get_model+torch.load+load_state_dict"
+    row = ratio_row(label, statistics.median(a), statistics.median(b), 0.5)
+    return [checked(row, ok, "loaded weights differ from the pushed ones")]
+
+
+def compare_load_mlflow(bench: Bench) -> list[Row]:
+    label = "load resnet50 vs mlflow.pytorch.load_model"
+    try:
+        import logging
+
+        import mlflow
+        import mlflow.pytorch
+    except ImportError as exc:
+        return [Row(label, met=f"skipped ({exc}); enable: pip install mlflow-skinny pandas")]
+    logging.getLogger("mlflow").setLevel(logging.ERROR)  # its pickle warning on every save
+    # MLflow >= 3 saves "pt2" (torch.export, needs an input example) by default; the
+    # classic whole-module pickle is serialization_format="pickle", and loading it needs
+    # pickle deserialisation allowed: MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true (set here).
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+    path = bench.work / "mlflow-resnet50"
+    mlflow.pytorch.save_model(
+        bench.resnet50,
+        str(path),
+        serialization_format="pickle",
+        pip_requirements=["torch", "torchvision"],  # skips slow requirement inference only
+    )
+    uri = path.as_uri()
+    reg = bench.small_reg
+
+    def ours() -> float:
+        return timed(lambda: reg.load("bench:1"))
+
+    def base() -> float:
+        return timed(lambda: mlflow.pytorch.load_model(uri))
+
+    ours(), base()
+    a, b = alternate(ours, base, bench.repeat)
+    label = f"load resnet50 vs mlflow {mlflow.__version__} pytorch.load_model"
+    return [ratio_row(label, statistics.median(a), statistics.median(b), 1.0)]
+
+
+def compare_load_sd_1gb(bench: Bench) -> list[Row]:
+    reg, pth = Registry(home=bench.big_home), bench.big_pth
+    bench._registries.append(reg)
+
+    def ours() -> float:
+        return timed(lambda: reg.load_state_dict("big:1"))
+
+    def base() -> float:
+        return timed(lambda: torch.load(pth, weights_only=True))
+
+    ours(), base()  # warm-up: both files in the page cache
+    ok = same_weights(reg.load_state_dict("big:1"), bench.big_state)
+    a, b = alternate(ours, base, bench.repeat)
+    label = f"load_state_dict vgg19 ({size(nbytes_of(bench.big_state))}) vs torch.load"
+    row = ratio_row(label, statistics.median(a), statistics.median(b), 1.0)
+    return [checked(row, ok, "loaded weights differ from the pushed ones")]
+
+
+# Runs in a fresh interpreter: resident memory before and at the peak of one load.
+PEAK_CHILD = r"""
+import json, sys
+import torch
+import registry
+from registry import Registry
+side, where = sys.argv[1], sys.argv[2]
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+baseline = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets VmHWM (peak RSS) to the current RSS
+if side == "registry":
+    result = Registry(home=where).load_state_dict("big:1")
+else:
+    result = torch.load(where, weights_only=True)
+peak = status("VmHWM")
+print(json.dumps({"baseline": baseline, "peak": peak, "tensors": len(result)}))
+"""
+
+
+def peak_rss(side: str, where: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_CHILD, side, str(where)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare_rss_1gb(bench: Bench) -> list[Row]:
+    home, pth = bench.big_home, bench.big_pth
+    ours, base = peak_rss("registry", home), peak_rss("torch.load", pth)
+    ours_extra, base_extra = ours["peak"] - ours["baseline"], base["peak"] - base["baseline"]
+    return [
+        Row("peak RSS, load_state_dict 1 GB (fresh process):"),
+        Row(
+            "  RSS before load (torch+registry imported)",
+            size(ours["baseline"]),
+            size(base["baseline"]),
+        ),
+        Row("  peak RSS (VmHWM after clear_refs)", size(ours["peak"]), size(base["peak"])),
+        Row(
+            "  peak - before",
+            size(ours_extra),
+            size(base_extra),
+            f"{ours_extra / base_extra:.2f}x",
+            "< 1.3 GB",
+            verdict(ours_extra < 1.3 * GB),
+        ),
+    ]
+
+
+def finetune_push(reg: Registry, state: dict) -> tuple[float, int]:
+    """Push state with new random fc.weight and fc.bias; (seconds, bytes written)."""
+    tuned = dict(state)
+    tuned["fc.weight"] = torch.randn_like(state["fc.weight"])
+    tuned["fc.bias"] = torch.randn_like(state["fc.bias"])
+    seconds, version = timed_call(lambda: reg.push(tuned, "ft", arch="resnet50"))
+    return seconds, version.pushed.bytes_written
+
+
+def compare_finetune(bench: Bench) -> list[Row]:
+    state = bench.small_state
+    reg = bench.registry(bench.fresh_dir("finetune"))
+    reg.push(state, "ft", arch="resnet50")  # ft:1
+    changed = state["fc.weight"].nbytes + state["fc.bias"].nbytes
+    pushes = [finetune_push(reg, state) for _ in range(bench.repeat)]  # ft:2, ft:3, ...
+    times, written = [t for t, _ in pushes], [w for _, w in pushes]
+    again = reg.push(state, "ft", arch="resnet50")
+
+    full = bench.full_push_times
+    if full is None:  # `push` was not run: time full pushes here, the same way
+        full, _, _ = push_vs_save(bench, state, "resnet50", None)
+    bytes_row = ratio_row(
+        "fine-tune push (fc.* new): bytes written vs changed", max(written), changed, 1.05, size
+    )
+    return [
+        bytes_row,
+        ratio_row(
+            "fine-tune push time vs full push (resnet50)",
+            statistics.median(times),
+            statistics.median(full),
+            0.2,
+        ),
+        Row(
+            f"push identical weights again -> {again.ref}: bytes written",
+            f"{again.pushed.bytes_written} B",
+            target="= 0",
+            met=verdict(again.pushed.bytes_written == 0 and not again.pushed.created),
+        ),
+    ]
+
+
+def build_catalogue(home: Path, names: int = 10, versions: int = 100) -> float:
+    """names x versions of squeezenet1_1, each version with its own classifier.1.bias."""
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    state = torchvision.models.get_model("squeezenet1_1", weights=None).state_dict()
+    with Registry(home=home) as reg:
+        for n in range(names):
+            for v in range(versions):
+                variant = dict(state)
+                variant["classifier.1.bias"] = torch.full_like(
+                    state["classifier.1.bias"], n * versions + v
+                )
+                reg.push(variant, f"model-{n}", arch="squeezenet1_1")
     return time.perf_counter() - start
 
 
-def median_pair(a, b, repeat: int) -> tuple[float, float]:
-    ta, tb = [], []
-    for _ in range(repeat):
-        ta.append(timed(a))
-        tb.append(timed(b))
-    return statistics.median(ta), statistics.median(tb)
+def run_wall(cmd: list[str], env: dict) -> tuple[float, str | None]:
+    """Wall seconds of a command, and its first error line if it failed."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return elapsed, (lines[-1] if lines else f"exit code {proc.returncode}")
+    return elapsed, None
+
+
+def compare_cli(bench: Bench) -> list[Row]:
+    home = bench.work / "catalogue"
+    built = build_catalogue(home)
+    with Registry(home=home) as reg:
+        count = len(reg.list())
+    exe = str(Path(sys.executable).with_name("registry"))
+    commands = {
+        "registry --help": [exe, "--help"],
+        "registry list": [exe, "list"],
+        "registry show model-0:50": [exe, "show", "model-0:50"],
+        "registry tag model-0:50 stage=bench": [exe, "tag", "model-0:50", "stage=bench"],
+        "context: python -c pass": [sys.executable, "-c", "pass"],
+        'context: python -c "import torch"': [sys.executable, "-c", "import torch"],
+    }
+    env = {**os.environ, "REGISTRY_HOME": str(home)}
+    walls: dict[str, list[float]] = {label: [] for label in commands}
+    errors: dict[str, str | None] = {}
+    for label, cmd in commands.items():  # warm-up: page cache for the interpreter and modules
+        errors[label] = run_wall(cmd, env)[1]
+    for _ in range(bench.repeat):  # round robin, like the alternating pairs
+        for label, cmd in commands.items():
+            seconds, errors[label] = run_wall(cmd, env)
+            walls[label].append(seconds)
+
+    rows = [Row(f"catalogue of {count} versions built in {built:.1f} s; CLI wall time:")]
+    for label in commands:
+        median = statistics.median(walls[label])
+        if label.startswith("context:"):
+            rows.append(Row(f"  {label}", base=secs(median)))
+        elif errors[label]:
+            rows.append(
+                Row(f"  {label}", secs(median), target="< 0.3 s", met=f"FAILED: {errors[label]}")
+            )
+        else:
+            rows.append(
+                Row(f"  {label}", secs(median), target="< 0.3 s", met=verdict(median < 0.3))
+            )
+    return rows
+
+
+COMPARISONS: dict[str, Callable[[Bench], list[Row]]] = {
+    "push": compare_push,
+    "push-1gb": compare_push_1gb,
+    "load": compare_load,
+    "load-mlflow": compare_load_mlflow,
+    "load-sd-1gb": compare_load_sd_1gb,
+    "rss-1gb": compare_rss_1gb,
+    "finetune": compare_finetune,
+    "cli": compare_cli,
+}
+ONE_GB = {"push-1gb", "load-sd-1gb", "rss-1gb"}
+
+
+# -- main --------------------------------------------------------------------------
+
+
+def header(repeat: int) -> str:
+    mem_kb = next(
+        int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal:")
+    )
+    try:
+        thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+    except OSError:
+        thp = "unreadable"
+    return (
+        f"# {datetime.datetime.now().isoformat(timespec='seconds')}; cpus={os.cpu_count()}; "
+        f"RAM {mem_kb * 1024 / GB:.1f} GB; torch {torch.__version__}; "
+        f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}; "
+        f"THP enabled: {thp}; {repeat} repetitions per side (medians)"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--arch", default="resnet50")
-    args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="registry-bench-"))
-    torch.manual_seed(0)
-    model = torchvision.models.get_model(args.arch, weights=None)
-    state = model.state_dict()
-    nbytes = sum(t.numel() * t.element_size() for t in state.values())
-    pth = work / "model.pth"
-    counter = iter(range(10**6))
-
-    def torch_save_fsync() -> None:
-        path = work / f"save-{next(counter)}.pth"
-        torch.save(state, path)
-        fd = os.open(path, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-
-    # An empty registry per push (created and migrated before timing), so every push
-    # writes all the weights instead of finding them stored already.
-    empties = []
-    for i in range(args.repeat + 1):
-        empty = Registry(home=work / f"empty-{i}")
-        empty.list()
-        empties.append(empty)
-
-    def registry_push() -> None:
-        empties.pop().push(state, "bench", arch=args.arch)
-
-    torch.save(state, pth)
-    reg = Registry(home=work / "main")
-    reg.push(state, "bench", arch=args.arch)
-    registry_push(), torch_save_fsync()  # warm-up: imports, schema, page cache
-
-    def recipe_load() -> None:
-        m = torchvision.models.get_model(args.arch, weights=None)
-        m.load_state_dict(torch.load(pth, weights_only=True))
-        m.eval()
-
-    rows = [
-        (
-            "push (durable) vs torch.save + fsync",
-            *median_pair(registry_push, torch_save_fsync, args.repeat),
-        ),
-        (
-            "load vs get_model + torch.load + load_state_dict",
-            *median_pair(lambda: reg.load("bench:1"), recipe_load, args.repeat),
-        ),
-        (
-            "load_state_dict (verified) vs torch.load",
-            *median_pair(
-                lambda: reg.load_state_dict("bench:1"),
-                lambda: torch.load(pth, weights_only=True),
-                args.repeat,
-            ),
-        ),
-    ]
-    print(
-        f"{args.arch}: {nbytes / 1e6:.1f} MB, {len(state)} tensors; {args.repeat} repetitions; "
-        f"{os.cpu_count()} cores; THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}; "
-        f"torch {torch.__version__}"
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    width = max(len(r[0]) for r in rows)
-    print(f"{'comparison'.ljust(width)}  registry  baseline  ratio")
-    for label, ours, base in rows:
-        print(f"{label.ljust(width)}  {ours:7.3f}s  {base:7.3f}s  {ours / base:5.2f}x")
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions per side (default 7)")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_REPEAT} repetitions, skip the 1 GB cases"
+    )
+    parser.add_argument("--only", nargs="+", choices=list(COMPARISONS), metavar="NAME")
+    parser.add_argument(
+        "--dir", default=None, help="where to put the temporary folder (default /tmp)"
+    )
+    args = parser.parse_args()
+    repeat = args.repeat or (QUICK_REPEAT if args.quick else 7)
+    names = args.only or [n for n in COMPARISONS if not (args.quick and n in ONE_GB)]
+
+    print(header(repeat), flush=True)
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="registry-bench-", dir=args.dir or "/tmp"))
+    bench = Bench(work, repeat)
+    rows: list[Row] = []
+    try:
+        for name in names:
+            print(f"# running {name} ...", flush=True)
+            rows += COMPARISONS[name](bench)
+    finally:
+        bench.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(rows)
+    print(f"# total {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -60,7 +61,7 @@ def test_out_of_date_database_says_run_upgrade(home: Path, monkeypatch, resnet18
     with Registry(home=home) as reg:
         reg.push(resnet18_state, "m", arch="resnet18")
     # Pretend this release needs a newer revision than the database has.
-    monkeypatch.setattr(schema, "SCHEMA_REVISION", "0002")
+    monkeypatch.setattr(schema, "SCHEMA_REVISION", "9999")
     with Registry(home=home) as reg:
         with pytest.raises(SchemaOutOfDateError, match="registry db upgrade"):
             reg.list()
@@ -161,3 +162,34 @@ def test_migrations_ship_in_the_wheel(tmp_path: Path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"[] {schema.SCHEMA_REVISION}"
+
+
+def test_upgrade_from_0001_fills_in_checksums_from_the_store(home: Path, resnet18_state):
+    """A catalogue from before blob checksums: `db upgrade` migrates it and reads the store."""
+    import xxhash
+    from alembic import command
+
+    with Registry(home=home) as reg:
+        reg.push(resnet18_state, "m", arch="resnet18")
+        stored = reg.load_state_dict("m:1")
+        expected = {name: xxhash.xxh3_128_hexdigest(t.numpy().tobytes()) for name, t in stored.items()}
+        del stored
+    engine = make_engine(f"sqlite:///{home / 'registry.db'}")
+    with engine.begin() as connection:
+        command.downgrade(schema.alembic_config(connection), "0001")
+    engine.dispose()
+    with Registry(home=home) as reg:
+        with pytest.raises(SchemaOutOfDateError):
+            reg.get("m:1")
+        assert reg.upgrade_database() == ("0001", schema.SCHEMA_REVISION)
+    engine = create_engine(f"sqlite:///{home / 'registry.db'}")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("select t.name, b.checksum from tensors t join blobs b on b.digest = t.digest")
+        ).all()
+    engine.dispose()
+    assert dict(rows) == expected
+    with Registry(home=home) as reg:
+        assert_same = reg.load_state_dict("m:1")
+        for name, tensor in resnet18_state.items():
+            assert torch.equal(assert_same[name], tensor)

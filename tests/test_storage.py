@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from sqlalchemy import create_engine, text
 
 from registry import Registry
-from registry.storage import BlobSpec, LocalStore
+from registry.storage import LocalStore
 from registry.storage.packs import DATA_ALIGNMENT, read_index
 
 
@@ -27,24 +27,37 @@ def packs(home: Path) -> list[Path]:
 def test_pack_is_safetensors_with_aligned_verifiable_blobs(tmp_path: Path):
     store = LocalStore(tmp_path)
     blobs = [bytes([i]) * n for i, n in enumerate([8, 100, 4096, 1, 0, 333])]
-    specs = [BlobSpec(hashlib.sha256(b).hexdigest(), memoryview(b)) for b in blobs]
-    specs = list({s.digest: s for s in specs}.values())
-    written = store.write_pack(specs)
+    written = store.write_pack([memoryview(b) for b in blobs])
+    # The digests were computed while writing, and name the blobs in the header.
+    assert written.digests == [hashlib.sha256(b).hexdigest() for b in blobs]
     path = store.pack_path(written.pack_id)
     assert path.stat().st_size == written.nbytes
     data = path.read_bytes()
-    for spec in specs:
-        offset = written.offsets[spec.digest]
+    for blob, digest, offset in zip(blobs, written.digests, written.offsets):
         assert offset % DATA_ALIGNMENT == 0
-        assert hashlib.sha256(data[offset : offset + spec.nbytes]).hexdigest() == spec.digest
+        assert hashlib.sha256(data[offset : offset + len(blob)]).hexdigest() == digest
     # Any safetensors reader opens it; the index in the header matches the catalogue's view.
     tensors = load_file(path)
-    for spec in specs:
-        assert bytes(tensors[spec.digest].numpy()) == bytes(spec.data)
-    assert {d: off for d, (off, _) in read_index(data[:100_000]).items()} == written.offsets
+    for blob, digest in zip(blobs, written.digests):
+        assert bytes(tensors[digest].numpy()) == blob
+    assert read_index(data[:100_000]) == {
+        d: (off, len(b)) for d, off, b in zip(written.digests, written.offsets, blobs)
+    }
     assert not list((tmp_path / "tmp").iterdir())
     assert not os.access(path, os.W_OK) or os.geteuid() == 0  # written read-only (0444)
     assert path.stat().st_mode & 0o222 == 0
+
+
+def test_large_pack_is_written_in_chunks_and_hashed_exactly(tmp_path: Path):
+    """Blobs larger than the write-back chunk, hashed on threads while they are written."""
+    store = LocalStore(tmp_path)
+    blobs = [os.urandom(40 << 20), os.urandom(3), os.urandom(70 << 20)]
+    written = store.write_pack([memoryview(b) for b in blobs])
+    assert written.digests == [hashlib.sha256(b).hexdigest() for b in blobs]
+    with open(store.pack_path(written.pack_id), "rb") as f:
+        for blob, offset in zip(blobs, written.offsets):
+            f.seek(offset)
+            assert f.read(len(blob)) == blob
 
 
 def test_identical_tensors_stored_once(reg: Registry, home: Path, resnet18_state):

@@ -8,6 +8,7 @@ memory, no random init, and the stored tensors are assigned in place.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import json
@@ -145,9 +146,32 @@ def _shape(t: torch.Tensor) -> list[int]:
     return list(t.shape)
 
 
-def check_weights(module: nn.Module, shapes: Mapping[str, list[int]], label: str) -> None:
-    """Refuse weights whose keys or shapes differ from the module's state dict."""
-    expected = {k: _shape(v) for k, v in module.state_dict(keep_vars=True).items()}
+@dataclass(frozen=True)
+class Signature:
+    """What a push checks weights against: the state-dict shapes and parameter count."""
+
+    shapes: dict[str, list[int]]
+    param_count: int
+
+
+def signature(arch: Architecture, kwargs: Mapping[str, Any]) -> Signature:
+    """The key/shape signature of ``arch(**kwargs)``, computed once per process."""
+    key = _meta_key(arch, kwargs)
+    found = _SIGNATURES.get(key)
+    if found is None:
+        module = skeleton(arch, kwargs)
+        found = Signature(
+            shapes={k: _shape(v) for k, v in module.state_dict(keep_vars=True).items()},
+            param_count=parameter_count(module),
+        )
+        _SIGNATURES[key] = found
+    return found
+
+
+def check_weights(
+    expected: Mapping[str, list[int]], shapes: Mapping[str, list[int]], label: str
+) -> None:
+    """Refuse weights whose keys or shapes differ from the expected state-dict shapes."""
     missing = [k for k in expected if k not in shapes]
     unexpected = [k for k in shapes if k not in expected]
     mismatched = [
@@ -233,29 +257,42 @@ def _leftover_meta(module: nn.Module) -> list[str]:
     return found
 
 
-#: Architectures (with arguments) that cannot be built, or used, from the meta device.
-_META_UNSAFE: set[str] = set()
+#: Architectures (with arguments) whose modules keep tensors a state dict cannot fill.
+_NEEDS_CPU: set[str] = set()
+#: Meta-device modules to copy instead of constructing again (keyed by _meta_key).
+_SKELETONS: dict[str, nn.Module] = {}
+_SIGNATURES: dict[str, Signature] = {}
 
 
 def _meta_key(arch: Architecture, kwargs: Mapping[str, Any]) -> str:
+    """The cache key of an architecture built with ``kwargs``."""
     return f"{arch.name}:{json.dumps(dict(kwargs), sort_keys=True, default=str)}"
 
 
 def skeleton(arch: Architecture, kwargs: Mapping[str, Any]) -> nn.Module:
-    """The module with the right keys and shapes, as cheaply as it can be had.
+    """The module on the meta device, with the right keys and shapes, as cheaply as can be.
 
-    Built on the meta device (no memory, no init) unless the builder needs real data
-    while constructing (e.g. RegNet computes widths with tensors); those are built on
-    the CPU, and remembered.
+    The first call per architecture and arguments builds it on the meta device (no
+    memory, no init), or, for builders that need real data while constructing (e.g.
+    RegNet computes widths with tensors), on the CPU and then moves it to meta. That
+    module is kept and every call returns a deep copy: copying is cheaper than
+    constructing (7 ms against 170 ms for vit_b_16; seconds for a large RegNet), and
+    the copy is the caller's to fill.
     """
     key = _meta_key(arch, kwargs)
-    if key not in _META_UNSAFE:
+    cached = _SKELETONS.get(key)
+    if cached is None:
         try:
-            return build(arch, kwargs, "meta")
+            cached = build(arch, kwargs, "meta")
         except (NotImplementedError, RuntimeError) as exc:
             if "meta" not in str(exc):
                 raise ArchitectureError(f"cannot build {arch.label(kwargs)}: {exc}") from None
-            _META_UNSAFE.add(key)
+            cached = _build_on_cpu(arch, kwargs).to("meta")
+        _SKELETONS[key] = cached
+    return copy.deepcopy(cached)
+
+
+def _build_on_cpu(arch: Architecture, kwargs: Mapping[str, Any]) -> nn.Module:
     try:
         return build(arch, kwargs, "cpu")
     except (NotImplementedError, RuntimeError) as exc:
@@ -275,10 +312,14 @@ def instantiate(
     cannot fill (non-persistent buffers, plain tensor attributes) are built on the
     CPU instead, once detected. Tied weights stay tied.
     """
-    module = skeleton(arch, kwargs)
-    if _leftover_meta(module):
-        _META_UNSAFE.add(_meta_key(arch, kwargs))
-        module = build(arch, kwargs, "cpu")
+    key = _meta_key(arch, kwargs)
+    if key in _NEEDS_CPU:
+        module = _build_on_cpu(arch, kwargs)
+    else:
+        module = skeleton(arch, kwargs)
+        if _leftover_meta(module):
+            _NEEDS_CPU.add(key)
+            module = _build_on_cpu(arch, kwargs)
     tied = _tied_groups(module)
     try:
         module.load_state_dict(state_dict, strict=True, assign=True)

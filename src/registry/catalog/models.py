@@ -132,15 +132,22 @@ class Pack(Base):
 
 
 class Blob(Base):
-    """Where one tensor's bytes live: (pack, offset, nbytes), keyed by their sha256."""
+    """Where one tensor's bytes live: (pack, offset, nbytes), keyed by their sha256.
+
+    ``checksum`` is the XXH3-128 of the same bytes: a fast check that every load can
+    afford, and the index a push uses to find candidate duplicates (confirmed byte
+    for byte, never trusted alone). NULL for blobs from before revision 0002 until
+    ``registry db upgrade`` fills it in.
+    """
 
     __tablename__ = "blobs"
-    __table_args__ = (Index(None, "pack_id"),)
+    __table_args__ = (Index(None, "pack_id"), Index(None, "checksum"))
 
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     pack_id: Mapped[str] = mapped_column(ForeignKey("packs.id"))
     offset: Mapped[int] = mapped_column(BigInteger)
     nbytes: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str | None] = mapped_column(String(32))
 
 
 class TensorRow(Base):

@@ -82,13 +82,18 @@ def version_by_digest(session: Session, name: str, digest: str) -> Version | Non
     )
 
 
-def known_blobs(session: Session, digests: Iterable[str]) -> set[str]:
-    """Which of ``digests`` the store already holds."""
-    unique = sorted(set(digests))
-    found: set[str] = set()
-    for chunk in _chunks(unique):
-        found.update(session.scalars(select(Blob.digest).where(Blob.digest.in_(chunk))))
+def blobs_by_checksum(session: Session, checksums: Iterable[str]) -> dict[str, list[Blob]]:
+    """Stored blobs whose checksum is one of ``checksums``: candidates, not proof."""
+    found: dict[str, list[Blob]] = {}
+    for chunk in _chunks(sorted(set(checksums))):
+        for blob in session.scalars(select(Blob).where(Blob.checksum.in_(chunk))):
+            found.setdefault(blob.checksum or "", []).append(blob)
     return found
+
+
+def blobs_without_checksum(session: Session) -> list[Blob]:
+    """Blobs stored before checksums existed (schema revision 0001)."""
+    return list(session.scalars(select(Blob).where(Blob.checksum.is_(None)).order_by(Blob.pack_id)))
 
 
 def next_version(session: Session, name: str) -> tuple[Model, int]:
@@ -133,18 +138,20 @@ def add_pack(
     session: Session,
     pack_id: str,
     nbytes: int,
-    offsets: Mapping[str, int],
-    sizes: Mapping[str, int],
+    blobs: Sequence[tuple[str, int, int, str]],
 ) -> None:
-    """Record a written pack and the blobs in it that the store did not hold yet."""
+    """Record a written pack and its blobs, as (digest, offset, nbytes, checksum).
+
+    A blob that a concurrent push stored first keeps its first location.
+    """
     session.add(Pack(id=pack_id, nbytes=nbytes, created_at=utcnow()))
     session.flush()
     _insert_ignoring_duplicates(
         session,
         Blob.__table__,
         [
-            {"digest": d, "pack_id": pack_id, "offset": offsets[d], "nbytes": sizes[d]}
-            for d in offsets
+            {"digest": d, "pack_id": pack_id, "offset": o, "nbytes": n, "checksum": c}
+            for d, o, n, c in blobs
         ],
     )
 

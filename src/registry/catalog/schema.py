@@ -17,7 +17,7 @@ from ..errors import CatalogError, SchemaOutOfDateError
 from .engine import writer
 
 #: The head revision of ``registry/migrations``; a test checks it matches Alembic's head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 VERSION_TABLE = "alembic_version"
 _MIGRATION_LOCK_ID = 0x7265_6769_7374  # "regist"
 

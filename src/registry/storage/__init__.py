@@ -4,8 +4,14 @@ This layer knows bytes and digests, not torch: tensors come in and go out as
 buffers (memoryviews), so the catalogue-only commands never import torch.
 """
 
-from .hashing import manifest_digest, sha256_many
+from .hashing import checksum_many, manifest_digest, same_bytes, sha256_many
 from .local import LocalStore, PackWritten
-from .packs import BlobSpec
 
-__all__ = ["BlobSpec", "LocalStore", "PackWritten", "manifest_digest", "sha256_many"]
+__all__ = [
+    "LocalStore",
+    "PackWritten",
+    "checksum_many",
+    "manifest_digest",
+    "same_bytes",
+    "sha256_many",
+]

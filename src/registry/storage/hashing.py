@@ -1,10 +1,15 @@
-"""sha256 of tensor bytes and of version manifests.
+"""sha256 of tensor bytes and of version manifests; XXH3-128 checksums.
 
 A tensor's digest is the sha256 of its raw bytes (C order, native little-endian),
 so it can be checked with any sha256 tool against a slice of a pack. A version's
 digest is the sha256 of its canonical manifest (sorted keys with dtype, shape and
 tensor digest): the same weights give the same digest whether they came from a
 ``.pth`` or a ``.safetensors`` file, whatever the file was called.
+
+sha256 is the identity (~2 GB/s a core). XXH3-128 (~30 GB/s) is stored beside it as
+a checksum: loads check it on every call, and pushes use it to find which tensors
+may already be stored. It is not collision resistant, so a checksum match is only
+ever a candidate that the caller confirms byte for byte.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import json
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import xxhash
+
 from ..config import HASH_THREADS
 
 #: Below this size a buffer is hashed inline: a thread hop costs more than the hash.
@@ -22,6 +29,39 @@ _INLINE_BYTES = 1 << 20
 
 def sha256_hex(buffer: memoryview | bytes) -> str:
     return hashlib.sha256(buffer).hexdigest()
+
+
+def checksum(buffer: memoryview | bytes) -> str:
+    """Hex XXH3-128 of ``buffer``."""
+    return xxhash.xxh3_128_hexdigest(buffer)
+
+
+def checksum_many(buffers: Sequence[memoryview | bytes]) -> list[str]:
+    """Hex XXH3-128 of each buffer (fast enough that threads would not pay off)."""
+    return [xxhash.xxh3_128_hexdigest(b) for b in buffers]
+
+
+def same_bytes(a: memoryview, b: memoryview, chunk: int = 1 << 24) -> bool:
+    """Whether two buffers hold the same bytes (vectorised, in 16 MiB steps)."""
+    import numpy as np
+
+    a, b = _flat(a), _flat(b)
+    if a.nbytes != b.nbytes:
+        return False
+    for start in range(0, a.nbytes, chunk):
+        x = np.frombuffer(a[start : start + chunk], dtype=np.uint8)
+        y = np.frombuffer(b[start : start + chunk], dtype=np.uint8)
+        words = x.nbytes // 8 * 8
+        if not np.array_equal(x[:words].view(np.uint64), y[:words].view(np.uint64)):
+            return False
+        if not np.array_equal(x[words:], y[words:]):
+            return False
+    return True
+
+
+def _flat(buffer: memoryview | bytes) -> memoryview:
+    view = memoryview(buffer)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 def sha256_many(buffers: Sequence[memoryview | bytes], threads: int = HASH_THREADS) -> list[str]:

@@ -12,27 +12,38 @@ point leaves at worst an unreferenced file, never a version with missing data.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import mmap
 import os
 import re
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
+from ..config import HASH_THREADS
 from ..errors import StorageError
-from .packs import BlobSpec, layout
+from .hashing import sha256_hex
+from .packs import layout, placeholder_names
+
+#: Ask the kernel to start writing back after this many new bytes.
+_WRITEBACK_CHUNK = 32 << 20
 
 _PACK_ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
 class PackWritten:
-    """A pack that is durably on disk: its id, size and each blob's offset."""
+    """A pack that is durably on disk: its id, size, and each blob's sha256 and offset."""
 
     pack_id: str
     nbytes: int
-    offsets: dict[str, int]
+    digests: list[str]
+    offsets: list[int]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -63,36 +74,63 @@ class LocalStore:
         path.mkdir(parents=True, exist_ok=True)
         _fsync_dir(path.parent)
 
-    def write_pack(self, blobs: list[BlobSpec]) -> PackWritten:
-        """Write ``blobs`` durably as one new pack; one fsync for the whole push."""
-        plan = layout(blobs)
+    def write_pack(self, buffers: Sequence[memoryview]) -> PackWritten:
+        """Write ``buffers`` (distinct contents) durably as one new pack, hashing as it goes.
+
+        The sha256 of each buffer is computed on a thread pool while the main thread
+        writes the bytes (both release the GIL), and the kernel is asked to start
+        writing back each chunk as soon as it is in the page cache, so the single
+        fsync at the end has little left to do. The header, which names each blob by
+        its digest, has a length that does not depend on the names: it is written
+        with placeholders first and overwritten once the digests are known.
+        """
+        sizes = [b.nbytes for b in buffers]
+        plan = layout(placeholder_names(len(buffers)), sizes)
         pack_id = uuid.uuid4().hex
         final = self.pack_path(pack_id)
         tmp_dir = self.root / "tmp"
-        try:
-            self._ensure_dir(tmp_dir)
-            self._ensure_dir(final.parent)
-            tmp = tmp_dir / f"{pack_id}.pack.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+            # Largest first, so one huge tensor does not run alone at the end.
+            order = sorted(range(len(buffers)), key=lambda i: -sizes[i])
+            futures = {i: pool.submit(sha256_hex, buffers[i]) for i in order}
             try:
-                with open(fd, "wb", buffering=0, closefd=True) as f:
-                    _write_all(f, memoryview(plan.header))
-                    position = len(plan.header)
-                    for blob in plan.order:
-                        gap = plan.offsets[blob.digest] - position
-                        if gap:
-                            _write_all(f, memoryview(bytes(gap)))
-                        _write_all(f, blob.data)
-                        position += gap + blob.nbytes
-                    os.fsync(f.fileno())
-                os.replace(tmp, final)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            _fsync_dir(final.parent)
-        except OSError as exc:
-            raise StorageError(f"cannot write to the tensor store at {self.root}: {exc}") from exc
-        return PackWritten(pack_id=pack_id, nbytes=plan.nbytes, offsets=plan.offsets)
+                self._ensure_dir(tmp_dir)
+                self._ensure_dir(final.parent)
+                tmp = tmp_dir / f"{pack_id}.pack.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+                try:
+                    with open(fd, "wb", buffering=0, closefd=True) as f:
+                        _write_all(f, memoryview(bytes(len(plan.header))))
+                        position = len(plan.header)
+                        flushed = 0
+                        for buffer, offset in zip(buffers, plan.offsets):
+                            if offset > position:
+                                _write_all(f, memoryview(bytes(offset - position)))
+                            _write_all(f, buffer)
+                            position = offset + buffer.nbytes
+                            if position - flushed >= _WRITEBACK_CHUNK:
+                                _start_writeback(fd, flushed, position - flushed)
+                                flushed = position
+                        digests = [futures[i].result() for i in range(len(buffers))]
+                        header = layout(digests, sizes).header
+                        if len(header) != len(plan.header):  # pragma: no cover - by design
+                            raise AssertionError("pack header length changed")
+                        os.pwrite(fd, header, 0)
+                        os.fsync(fd)
+                    os.replace(tmp, final)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                _fsync_dir(final.parent)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write to the tensor store at {self.root}: {exc}"
+                ) from exc
+            except ValueError as exc:
+                raise StorageError(f"cannot write a pack: {exc}") from exc
+        return PackWritten(
+            pack_id=pack_id, nbytes=plan.nbytes, digests=digests, offsets=plan.offsets
+        )
 
     def discard(self, pack_id: str) -> None:
         """Remove a pack that no catalogue row references (e.g. after a failed commit)."""
@@ -136,3 +174,26 @@ def _write_all(f, data: memoryview) -> None:  # type: ignore[no-untyped-def]
         if not written:
             raise OSError(errno.EIO, "short write")
         data = data[written:]
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@cache
+def _sync_file_range():  # type: ignore[no-untyped-def]
+    """Linux's sync_file_range(2) through libc, or None where there is none."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Start (not wait for) writeback of a written range; fsync still makes it durable."""
+    fn = _sync_file_range()
+    if fn is not None:
+        fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)

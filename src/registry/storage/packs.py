@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 PACK_FORMAT = "registry-pack"
@@ -23,35 +24,32 @@ DATA_ALIGNMENT = 64
 PAD_PREFIX = "__pad__"
 
 
-@dataclass(frozen=True)
-class BlobSpec:
-    """A blob to write: its digest, its bytes, and its element size (for alignment)."""
-
-    digest: str
-    data: memoryview
-
-    @property
-    def nbytes(self) -> int:
-        return self.data.nbytes
+#: Length of every entry name: a hex sha256.
+NAME_LENGTH = 64
 
 
 @dataclass(frozen=True)
 class PackLayout:
     header: bytes  # length prefix + JSON, padded to DATA_ALIGNMENT
-    order: list[BlobSpec]  # blobs in file order; zero padding between them
-    offsets: dict[str, int]  # digest -> absolute file offset
+    offsets: list[int]  # absolute file offset of each blob, in the order given
     nbytes: int  # total file size
 
 
-def layout(blobs: list[BlobSpec]) -> PackLayout:
-    """Place ``blobs`` (unique digests) in a pack; return header bytes and offsets."""
-    order = list(blobs)
+def layout(names: Sequence[str], sizes: Sequence[int]) -> PackLayout:
+    """Place blobs of ``sizes`` in order, named ``names`` (unique, NAME_LENGTH long).
+
+    The header's length depends only on the sizes, never on the names, so a writer can
+    lay out a pack with placeholder names, write the data while it is still being
+    hashed, and write the real header over the placeholder at the end.
+    """
+    if len(set(names)) != len(names) or any(len(n) != NAME_LENGTH for n in names):
+        raise ValueError("pack entries need unique names of 64 characters")
     entries: dict[str, object] = {
         "__metadata__": {"format": PACK_FORMAT, "version": PACK_FORMAT_VERSION}
     }
-    relative: dict[str, int] = {}
+    relative: list[int] = []
     position = 0
-    for blob in order:
+    for name, size in zip(names, sizes):
         gap = -position % DATA_ALIGNMENT
         if gap:
             entries[f"{PAD_PREFIX}{len(entries)}"] = {
@@ -60,23 +58,25 @@ def layout(blobs: list[BlobSpec]) -> PackLayout:
                 "data_offsets": [position, position + gap],
             }
             position += gap
-        entries[blob.digest] = {
+        entries[name] = {
             "dtype": "U8",
-            "shape": [blob.nbytes],
-            "data_offsets": [position, position + blob.nbytes],
+            "shape": [size],
+            "data_offsets": [position, position + size],
         }
-        relative[blob.digest] = position
-        position += blob.nbytes
+        relative.append(position)
+        position += size
     text = json.dumps(entries, separators=(",", ":")).encode("utf-8")
     padded = len(text) + (-(8 + len(text)) % DATA_ALIGNMENT)
     header = struct.pack("<Q", padded) + text + b" " * (padded - len(text))
     start = len(header)
     return PackLayout(
-        header=header,
-        order=order,
-        offsets={d: start + off for d, off in relative.items()},
-        nbytes=start + position,
+        header=header, offsets=[start + off for off in relative], nbytes=start + position
     )
+
+
+def placeholder_names(count: int) -> list[str]:
+    """Distinct stand-in names with the length of a digest."""
+    return [format(i, f"0{NAME_LENGTH}x") for i in range(count)]
 
 
 def read_index(header_bytes: bytes) -> dict[str, tuple[int, int]]:
