@@ -16,7 +16,7 @@ from conftest import push_from_two_processes, run_cli
 from sqlalchemy import create_engine, text
 
 from registry import Registry
-from registry.catalog import schema
+from registry.catalog import revision, schema
 from registry.catalog.engine import make_engine
 from registry.catalog.models import Base
 from registry.errors import CatalogError, SchemaOutOfDateError
@@ -61,7 +61,7 @@ def test_out_of_date_database_says_run_upgrade(home: Path, monkeypatch, resnet18
     with Registry(home=home) as reg:
         reg.push(resnet18_state, "m", arch="resnet18")
     # Pretend this release needs a newer revision than the database has.
-    monkeypatch.setattr(schema, "SCHEMA_REVISION", "9999")
+    monkeypatch.setattr(revision, "SCHEMA_REVISION", "9999")
     with Registry(home=home) as reg:
         with pytest.raises(SchemaOutOfDateError, match="registry db upgrade"):
             reg.list()

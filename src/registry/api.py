@@ -1,7 +1,9 @@
 """The Python API: :class:`Registry`, one unit of work per call.
 
-torch is imported only by the calls that move weights (push, pull, load); the
-catalogue-only calls (get, list) stay light.
+torch is imported only by the calls that move weights (push, pull, load), and
+SQLAlchemy only by pushes and schema changes: reading the catalogue and editing
+tags go through plain DB-API connections (``catalog.reader``), so the metadata
+commands start in a fraction of the time.
 """
 
 from __future__ import annotations
@@ -10,19 +12,15 @@ import mmap
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError as DBIntegrityError
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
-
 from . import config
-from .catalog import queries, schema
-from .catalog.engine import make_engine, writer
-from .catalog.models import Model, Version
+from .catalog import revision as schema_revision
+from .catalog.reader import Catalog
 from .errors import (
     CatalogError,
     IntegrityError,
@@ -37,6 +35,8 @@ from .storage.local import view as pack_view
 
 if TYPE_CHECKING:
     import torch
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
     from torch import nn
 
 PULL_FORMATS = ("pth", "safetensors")
@@ -60,9 +60,7 @@ class Registry:
         storage_url: str | os.PathLike[str] | None = None,
     ):
         self.settings = config.resolve(home, database_url, storage_url)
-        self._engine = make_engine(self.settings.database_url)
-        self._reader = sessionmaker(self._engine, expire_on_commit=False)
-        self._writer = sessionmaker(writer(self._engine), expire_on_commit=False)
+        self._sqlite_path = config.sqlite_path(self.settings.database_url)
         self._store = LocalStore(self.settings.storage_path)
         self._schema_checked = False
 
@@ -77,13 +75,80 @@ class Registry:
 
     def close(self) -> None:
         """Release database connections."""
-        self._engine.dispose()
+        if "_engine" in self.__dict__:
+            self._engine.dispose()
 
     # -- catalogue plumbing -------------------------------------------------------
 
-    def _ready(self) -> None:
+    @cached_property
+    def _engine(self) -> Engine:
+        from .catalog.engine import make_engine
+
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def _writer(self) -> sessionmaker[Session]:
+        from sqlalchemy.orm import sessionmaker
+
+        from .catalog.engine import writer
+
+        return sessionmaker(writer(self._engine), expire_on_commit=False)
+
+    @contextmanager
+    def _catalog(self, write: bool = False) -> Iterator[Catalog]:
+        """A plain DB-API connection in one transaction (see ``catalog.reader``)."""
+        if self._sqlite_path is not None:
+            import sqlite3
+
+            errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+            self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                connection: Any = sqlite3.connect(
+                    self._sqlite_path, timeout=config.SQLITE_BUSY_TIMEOUT_S, isolation_level=None
+                )
+                connection.execute("PRAGMA foreign_keys=ON")
+                connection.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as exc:
+                raise CatalogError(
+                    f"cannot open the catalogue database {self._sqlite_path}: {exc}"
+                ) from None
+            qmark = True
+        else:
+            connection = self._engine.raw_connection()
+            errors = (self._engine.dialect.loaded_dbapi.Error,)
+            qmark = self._engine.dialect.paramstyle == "qmark"
+        try:
+            catalog = Catalog(connection, qmark=qmark)
+            self._ready(catalog)
+            with catalog.transaction(write):
+                yield catalog
+        except errors as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CatalogError(f"catalogue database error: {detail}") from None
+        finally:
+            connection.close()
+
+    def _ready(self, catalog: Catalog | None = None) -> None:
+        """Make sure the schema is this release's: migrate an empty database, refuse others.
+
+        The common case, a database at the right revision, costs one plain query;
+        anything else goes through SQLAlchemy and Alembic.
+        """
         if self._schema_checked:
             return
+        if catalog is not None:
+            try:
+                with catalog.transaction():
+                    current = catalog.revision()
+            except Exception:  # no version table yet, or not a registry database
+                current = None
+            if current == schema_revision.SCHEMA_REVISION:
+                self._schema_checked = True
+                return
+        from sqlalchemy.exc import OperationalError
+
+        from .catalog import schema
+
         for attempt in range(_SCHEMA_ATTEMPTS):
             try:
                 schema.ensure_schema(self._engine)
@@ -92,18 +157,14 @@ class Registry:
                 # Two first-time users of a new SQLite file can meet while one of them
                 # creates it (WAL set-up); SQLite then answers "locked" without waiting.
                 if "locked" not in str(exc.orig) or attempt == _SCHEMA_ATTEMPTS - 1:
-                    raise CatalogError(
-                        f"cannot open the catalogue database: {exc.orig}"
-                    ) from None
+                    raise CatalogError(f"cannot open the catalogue database: {exc.orig}") from None
                 time.sleep(0.05 * 2**attempt)
         self._schema_checked = True
 
-    def _read(self) -> Session:
-        self._ready()
-        return self._reader()
-
     def database_revision(self) -> str | None:
         """The schema revision stamped in the database (None if it has none yet)."""
+        from .catalog import schema
+
         with self._engine.connect() as connection:
             return schema.current_revision(connection)
 
@@ -113,12 +174,16 @@ class Registry:
         Then fills in what a migration cannot compute from the database alone: the
         checksums of tensors stored before revision 0002, read from the tensor store.
         """
+        from .catalog import schema
+
         result = schema.upgrade(self._engine)
         self._schema_checked = False
         self._backfill_checksums()
         return result
 
     def _backfill_checksums(self) -> int:
+        from .catalog import queries
+
         with self._writer() as session, session.begin():
             blobs = queries.blobs_without_checksum(session)
             maps: dict[str, mmap.mmap] = {}
@@ -139,11 +204,8 @@ class Registry:
     def get(self, ref: str) -> ModelVersion:
         """The version ``ref`` names, with its tensor table."""
         parsed = parse_ref(ref)
-        with self._read() as session:
-            version = queries.resolve(session, parsed)
-            return queries.records(
-                session, [version], {version.model_id: parsed.name}, with_tensors=True
-            )[0]
+        with self._catalog() as catalog:
+            return catalog.records([catalog.resolve(parsed)], with_tensors=True)[0]
 
     def list(
         self, name: str | None = None, tags: Mapping[str, str] | None = None
@@ -152,11 +214,34 @@ class Registry:
         if name is not None:
             validate_name(name)
         tags = validate_tags(tags)
-        with self._read() as session:
-            rows = session.execute(queries.list_query(name, tags)).all()
-            versions = [v for v, _ in rows]
-            names = {v.model_id: n for v, n in rows}
-            return queries.records(session, versions, names)
+        with self._catalog() as catalog:
+            return catalog.records(catalog.list_versions(name, tags))
+
+    def tag(self, ref: str, tags: Mapping[str, Any]) -> ModelVersion:
+        """Add or overwrite tags of a version (metadata only: the weights never change)."""
+        parsed = parse_ref(ref)
+        clean = validate_tags(tags)
+        if not clean:
+            raise InvalidArgumentError("give at least one tag, as KEY=VALUE")
+        with self._catalog(write=True) as catalog:
+            version = catalog.resolve(parsed)
+            catalog.set_tags(version.id, clean)
+            return catalog.records([catalog.version_by_id(version.id)])[0]
+
+    def untag(self, ref: str, keys: list[str] | tuple[str, ...]) -> ModelVersion:
+        """Remove tags by key; a key the version does not have is an error."""
+        parsed = parse_ref(ref)
+        if not keys:
+            raise InvalidArgumentError("give at least one tag key to remove")
+        with self._catalog(write=True) as catalog:
+            version = catalog.resolve(parsed)
+            removed = catalog.remove_tags(version.id, keys)
+            missing = [k for k in keys if k not in removed]
+            if missing:
+                raise InvalidArgumentError(
+                    f"{version.name}:{version.version} has no tag {', '.join(map(repr, missing))}"
+                )
+            return catalog.records([catalog.version_by_id(version.id)])[0]
 
     # -- push -------------------------------------------------------------------------
 
@@ -211,8 +296,8 @@ class Registry:
             owners.append(owner)
             views.append(view)
         checksums = checksum_many(views)
-        with self._read() as session:
-            stored = queries.blobs_by_checksum(session, checksums)
+        with self._catalog() as catalog:
+            stored = catalog.blobs_by_checksum(checksums)
         digests, fresh = self._match_stored(owners, views, checksums, stored)
         new = [views[i] for i in fresh]
         written = self._store.write_pack(new) if new else None
@@ -227,31 +312,27 @@ class Registry:
         version_digest = manifest_digest((n, d, s, h) for n, d, s, h, _ in entries)
 
         import torch
+        from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
+        from .catalog import queries
+
+        committed = False
         try:
             for attempt in range(_PUSH_ATTEMPTS):
                 try:
                     with self._writer() as session, session.begin():
                         existing = queries.version_by_digest(session, name, version_digest)
                         if existing is not None:
-                            if written is not None:
-                                self._store.discard(written.pack_id)
-                            return self._record(
-                                session, existing, PushReport(False, 0, 0, tuple(notes))
-                            )
+                            result = existing.id, PushReport(False, 0, 0, tuple(notes))
+                            break
                         if written is not None:
                             queries.add_pack(
                                 session,
                                 written.pack_id,
                                 written.nbytes,
                                 [
-                                    (
-                                        written.digests[k],
-                                        written.offsets[k],
-                                        views[i].nbytes,
-                                        checksums[i],
-                                    )
-                                    for k, i in enumerate(fresh)
+                                    (d, offset, views[i].nbytes, checksums[i])
+                                    for d, offset, i in zip(written.digests, written.offsets, fresh)
                                 ],
                             )
                         model, number = queries.next_version(session, name)
@@ -269,19 +350,18 @@ class Registry:
                             tensors=entries,
                             tags=clean_tags,
                         )
-                        report = PushReport(
-                            True, written.nbytes if written else 0, len(new), tuple(notes)
-                        )
-                        return self._record(session, version, report)
+                        written_bytes = written.nbytes if written else 0
+                        result = version.id, PushReport(True, written_bytes, len(new), tuple(notes))
+                    committed = True
+                    break
                 except DBIntegrityError:
                     # A concurrent push created the same model or version first; retry.
                     if attempt == _PUSH_ATTEMPTS - 1:
                         raise
-        except BaseException:
-            if written is not None:
+        finally:
+            if written is not None and not (committed and result[1].created):
                 self._store.discard(written.pack_id)
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._record(*result)
 
     def _match_stored(
         self,
@@ -327,16 +407,12 @@ class Registry:
                 fresh.append(i)
         return result, fresh
 
-    def _record(
-        self, session: Session, version: Version, report: PushReport | None = None
-    ) -> ModelVersion:
-        name = session.scalar(select(Model.name).where(Model.id == version.model_id))
-        record = queries.records(session, [version], {version.model_id: name})[0]
-        if report is not None:
-            from dataclasses import replace
+    def _record(self, version_id: int, report: PushReport) -> ModelVersion:
+        from dataclasses import replace
 
-            record = replace(record, pushed=report)
-        return record
+        with self._catalog() as catalog:
+            record = catalog.records([catalog.version_by_id(version_id)])[0]
+        return replace(record, pushed=report)
 
     # -- reading weights ----------------------------------------------------------
 
@@ -344,10 +420,10 @@ class Registry:
         from .tensors import from_buffer, parse_dtype
 
         parsed = parse_ref(ref)
-        with self._read() as session:
-            version = queries.resolve(session, parsed)
-            record = queries.records(session, [version], {version.model_id: parsed.name})[0]
-            located = queries.tensor_locations(session, version.id)
+        with self._catalog() as catalog:
+            row = catalog.resolve(parsed)
+            record = catalog.records([row])[0]
+            located = catalog.tensor_locations(row.id)
         if len(located) != record.tensor_count:
             raise IntegrityError(
                 f"{record.ref} lists {record.tensor_count} tensors but the catalogue locates "
@@ -355,7 +431,7 @@ class Registry:
             )
         maps: dict[str, mmap.mmap] = {}
         views: dict[str, memoryview] = {}
-        for _tensor, blob in located:
+        for blob in located:
             if blob.digest not in views:
                 if blob.pack_id not in maps:
                     maps[blob.pack_id] = self._store.map(blob.pack_id)
@@ -367,9 +443,9 @@ class Registry:
                 f"verify={verify!r}: use True (checksums), 'sha256' (full digests) or False"
             )
         if verify:
-            bad = _corrupt_blobs(views, {b.digest: b.checksum for _, b in located}, verify)
+            bad = _corrupt_blobs(views, {b.digest: b.checksum for b in located}, verify)
             if bad:
-                names = [t.name for t, _ in located if t.digest in bad]
+                names = [t.name for t in located if t.digest in bad]
                 shown = ", ".join(names[:5]) + (
                     f" and {len(names) - 5} more" if len(names) > 5 else ""
                 )
@@ -380,7 +456,7 @@ class Registry:
                 )
         state: dict[str, torch.Tensor] = {}
         shared: dict[tuple[str, str, tuple[int, ...]], torch.Tensor] = {}
-        for tensor, _blob in located:
+        for tensor in located:
             key = (tensor.digest, tensor.dtype, tuple(tensor.shape))
             if key not in shared:
                 shared[key] = from_buffer(

@@ -25,19 +25,22 @@ class _Group(click.Group):
     """Turns registry and database errors into one-line messages with exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sqlalchemy.exc import SQLAlchemyError
-
         try:
             return super().invoke(ctx)
         except RegistryError as exc:
             raise click.ClickException(str(exc)) from None
-        except SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise click.ClickException(f"catalogue database error: {detail}") from None
         except OSError as exc:
             raise click.ClickException(
                 f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
             ) from None
+        except Exception as exc:
+            # Only a command that went through SQLAlchemy can raise its errors; checking
+            # sys.modules keeps the others from importing it just to catch nothing.
+            sa_exc = sys.modules.get("sqlalchemy.exc")
+            if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
+                detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                raise click.ClickException(f"catalogue database error: {detail}") from None
+            raise
 
 
 def _registry():  # type: ignore[no-untyped-def]
@@ -233,6 +236,37 @@ def show(ref: str, as_json: bool) -> None:
     ]
     table = _format.table(["TENSOR", "DTYPE", "SHAPE", "SIZE", "DIGEST"], rows, right=(3,))
     click.echo("\n".join(lines) + "\n\n" + table)
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("tags", nargs=-1, required=True, metavar="K=V...")
+@json_option
+def tag(ref: str, tags: tuple[str, ...], as_json: bool) -> None:
+    """Add or change tags of REF (metadata only: the weights never change)."""
+    from .keyvalue import parse_tags
+
+    mv = _registry().tag(ref, parse_tags(tags))
+    _show_tags(mv, as_json)
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@json_option
+def untag(ref: str, keys: tuple[str, ...], as_json: bool) -> None:
+    """Remove tags from REF by key."""
+    mv = _registry().untag(ref, keys)
+    _show_tags(mv, as_json)
+
+
+def _show_tags(mv: Any, as_json: bool) -> None:
+    if as_json:
+        _emit_json(mv.to_dict(tensors=False))
+        return
+    labels = ", ".join(f"{k}={v}" for k, v in mv.tags.items()) or "no tags"
+    _say(f"{mv.ref}: {labels}")
+    click.echo(mv.ref)
 
 
 @cli.command()

@@ -22,6 +22,9 @@ ENV_STORAGE_URL = "REGISTRY_STORAGE_URL"
 DATABASE_FILENAME = "registry.db"
 STORE_DIRNAME = "objects"
 
+#: How long a SQLite writer waits for another one's lock before giving up.
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
 #: Worker threads for hashing; hashlib releases the GIL, so two cores hash at ~2x.
 HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 
@@ -55,6 +58,16 @@ def _storage_path(url: str) -> Path:
         f"unsupported storage URL {url!r}: this version stores tensors in a local folder "
         "(a path or file:// URL)"
     )
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a plain ``sqlite:///PATH`` URL, else None (other databases, options)."""
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        if database_url.startswith(prefix):
+            rest = database_url[len(prefix) :]
+            if rest and "?" not in rest and rest != ":memory:" and not rest.startswith("file:"):
+                return Path(unquote(rest))
+    return None
 
 
 def resolve(

@@ -15,9 +15,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from ..config import SQLITE_BUSY_TIMEOUT_S
 from ..errors import ConfigurationError
 
-SQLITE_BUSY_TIMEOUT_S = 60.0
 _BEGIN_OPTION = "registry_sqlite_begin"
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, inspect
 
 from ..errors import CatalogError, SchemaOutOfDateError
+from . import revision as _revision
 from .engine import writer
+from .revision import SCHEMA_REVISION
 
-#: The head revision of ``registry/migrations``; a test checks it matches Alembic's head.
-SCHEMA_REVISION = "0002"
+__all__ = ["SCHEMA_REVISION", "ensure_schema", "upgrade", "current_revision"]
+
 VERSION_TABLE = "alembic_version"
 _MIGRATION_LOCK_ID = 0x7265_6769_7374  # "regist"
 
@@ -67,7 +69,8 @@ def ensure_schema(engine: Engine) -> None:
         revision = current_revision(connection)
         if revision is None:
             tables = set(inspect(connection).get_table_names()) - {VERSION_TABLE}
-    if revision == SCHEMA_REVISION:
+    required = _revision.SCHEMA_REVISION
+    if revision == required:
         return
     if revision is None:
         if tables:
@@ -87,9 +90,9 @@ def ensure_schema(engine: Engine) -> None:
     if not known:
         raise SchemaOutOfDateError(
             f"database schema revision {revision} is newer than this version of registry "
-            f"understands ({SCHEMA_REVISION}); upgrade the registry package"
+            f"understands ({required}); upgrade the registry package"
         )
     raise SchemaOutOfDateError(
         f"database schema is out of date (revision {revision}, this registry needs "
-        f"{SCHEMA_REVISION}); run `registry db upgrade`"
+        f"{required}); run `registry db upgrade`"
     )

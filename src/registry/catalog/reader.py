@@ -1,0 +1,334 @@
+"""Catalogue reads (and tag edits) in plain SQL over a DB-API connection.
+
+The metadata commands (``list``, ``show``, ``tag``) must answer well under 0.3 s,
+and importing SQLAlchemy alone takes ~0.2 s on a small machine. So every read goes
+through this module on a bare DB-API connection: :mod:`sqlite3` from the standard
+library for a SQLite catalogue (no SQLAlchemy import at all), or the SQLAlchemy
+engine's raw connection for other databases. The ORM in ``models.py`` stays the
+definition of the schema and the path pushes write through; the SQL here is
+portable between SQLite and PostgreSQL and names only columns the models define.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import AmbiguousReferenceError, ModelNotFoundError, VersionNotFoundError
+from ..records import ModelVersion, TensorInfo
+from ..refs import Ref
+
+#: Bound parameters per IN (...) list; SQLite's default limit is 32766.
+_CHUNK = 900
+
+_VERSION_COLUMNS = (
+    "v.id, v.model_id, m.name, v.version, v.digest, v.arch, v.arch_kwargs, v.description, "
+    "v.parent_id, v.total_bytes, v.param_count, v.tensor_count, v.torch_version, "
+    "v.source_format, v.created_at"
+)
+_FROM_VERSIONS = f"SELECT {_VERSION_COLUMNS} FROM versions v JOIN models m ON m.id = v.model_id"
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One row of ``versions`` with its model's name."""
+
+    id: int
+    model_id: int
+    name: str
+    version: int
+    digest: str
+    arch: str
+    arch_kwargs: Any
+    description: str | None
+    parent_id: int | None
+    total_bytes: int
+    param_count: int
+    tensor_count: int
+    torch_version: str
+    source_format: str
+    created_at: Any
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where one state-dict entry's bytes are."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    digest: str
+    nbytes: int
+    pack_id: str
+    offset: int
+    checksum: str | None
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """Where the bytes of one digest are stored."""
+
+    digest: str
+    pack_id: str
+    offset: int
+    nbytes: int
+
+
+def _json(value: Any) -> Any:
+    """JSON columns come back as text from SQLite and parsed from PostgreSQL."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _utc(value: Any) -> datetime:
+    """SQLite keeps naive UTC text; PostgreSQL returns aware datetimes."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+class Catalog:
+    """Queries on one open DB-API connection; ``?`` placeholders in the SQL below."""
+
+    def __init__(self, connection: Any, *, qmark: bool):
+        self._connection = connection
+        self._qmark = qmark
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if not self._qmark:
+            sql = sql.replace("?", "%s")
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(sql, tuple(params))
+            return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[Catalog]:
+        """One consistent snapshot for reads; the write lock up front for writes (SQLite)."""
+        if self._qmark:
+            self.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield self
+        except BaseException:
+            self._connection.rollback() if not self._qmark else self.execute("ROLLBACK")
+            raise
+        if self._qmark:
+            self.execute("COMMIT")
+        else:
+            self._connection.commit()
+
+    # -- schema -------------------------------------------------------------------
+
+    def revision(self) -> str | None:
+        """The stamped schema revision; None if there is none (or no version table)."""
+        rows = self.execute("SELECT version_num FROM alembic_version")
+        return rows[0][0] if rows else None
+
+    # -- versions -----------------------------------------------------------------
+
+    def _model_id(self, name: str) -> int:
+        rows = self.execute("SELECT id FROM models WHERE name = ?", (name,))
+        if not rows:
+            names = [n for (n,) in self.execute("SELECT name FROM models")]
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ModelNotFoundError(f"no model named {name!r} in the registry{hint}")
+        return int(rows[0][0])
+
+    def resolve(self, ref: Ref) -> VersionRow:
+        """The version a parsed reference names, or a NotFound/Ambiguous error that says why."""
+        model_id = self._model_id(ref.name)
+        where = " WHERE v.model_id = ?"
+        if ref.version is not None:
+            rows = self.execute(
+                _FROM_VERSIONS + where + " AND v.version = ?", (model_id, ref.version)
+            )
+            if not rows:
+                latest = self.execute(
+                    "SELECT MAX(version) FROM versions WHERE model_id = ?", (model_id,)
+                )[0][0]
+                hint = f" (latest is {ref.name}:{latest})" if latest else ""
+                raise VersionNotFoundError(f"{ref.name} has no version {ref.version}{hint}")
+        elif ref.alias is not None:
+            rows = self.execute(
+                _FROM_VERSIONS
+                + " JOIN aliases a ON a.version_id = v.id"
+                + where
+                + " AND a.model_id = ? AND a.alias = ?",
+                (model_id, model_id, ref.alias),
+            )
+            if not rows:
+                raise VersionNotFoundError(f"{ref.name} has no alias {ref.alias!r}")
+        elif ref.digest_prefix is not None:
+            prefix = ref.digest_prefix
+            rows = self.execute(
+                _FROM_VERSIONS + where + " AND v.digest >= ? AND v.digest < ? LIMIT 2",
+                (model_id, prefix, prefix + "g"),
+            )
+            if not rows:
+                raise VersionNotFoundError(
+                    f"{ref.name} has no version with digest sha256:{prefix}..."
+                )
+            if len(rows) > 1:
+                raise AmbiguousReferenceError(
+                    f"sha256:{prefix} matches several versions of {ref.name}; give more hex digits"
+                )
+        else:
+            rows = self.execute(
+                _FROM_VERSIONS + where + " ORDER BY v.version DESC LIMIT 1", (model_id,)
+            )
+            if not rows:
+                raise VersionNotFoundError(f"{ref.name} has no versions")
+        return VersionRow(*rows[0])
+
+    def version_by_id(self, version_id: int) -> VersionRow:
+        return VersionRow(*self.execute(_FROM_VERSIONS + " WHERE v.id = ?", (version_id,))[0])
+
+    def list_versions(
+        self, name: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> list[VersionRow]:
+        """Versions newest first, of one model if named, with all the given tags."""
+        sql, params = _FROM_VERSIONS, []
+        conditions = []
+        if name is not None:
+            conditions.append("m.name = ?")
+            params.append(name)
+        for key, value in (tags or {}).items():
+            conditions.append("v.id IN (SELECT version_id FROM tags WHERE key = ? AND value = ?)")
+            params += [key, value]
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        sql += " ORDER BY v.created_at DESC, v.id DESC"
+        return [VersionRow(*row) for row in self.execute(sql, params)]
+
+    def records(
+        self, versions: Sequence[VersionRow], *, with_tensors: bool = False
+    ) -> list[ModelVersion]:
+        """API records for ``versions``: tags, aliases and parents in three queries."""
+        ids = [v.id for v in versions]
+        tags: dict[int, dict[str, str]] = {i: {} for i in ids}
+        aliases: dict[int, list[str]] = {i: [] for i in ids}
+        parents: dict[int, str] = {}
+        for chunk in _chunks(ids):
+            for vid, key, value in self.execute(
+                f"SELECT version_id, key, value FROM tags WHERE version_id IN ({_marks(len(chunk))}) "
+                "ORDER BY key",
+                chunk,
+            ):
+                tags[vid][key] = value
+            for vid, alias in self.execute(
+                f"SELECT version_id, alias FROM aliases WHERE version_id IN ({_marks(len(chunk))}) "
+                "ORDER BY alias",
+                chunk,
+            ):
+                aliases[vid].append(alias)
+        parent_ids = sorted({v.parent_id for v in versions if v.parent_id is not None})
+        for chunk in _chunks(parent_ids):
+            for vid, name, number in self.execute(
+                "SELECT v.id, m.name, v.version FROM versions v JOIN models m ON m.id = v.model_id "
+                f"WHERE v.id IN ({_marks(len(chunk))})",
+                chunk,
+            ):
+                parents[vid] = f"{name}:{number}"
+        return [
+            ModelVersion(
+                name=v.name,
+                version=v.version,
+                digest=v.digest,
+                arch=v.arch,
+                arch_kwargs=dict(_json(v.arch_kwargs) or {}),
+                created_at=_utc(v.created_at),
+                total_bytes=v.total_bytes,
+                param_count=v.param_count,
+                tensor_count=v.tensor_count,
+                torch_version=v.torch_version,
+                source_format=v.source_format,
+                description=v.description,
+                tags=tags[v.id],
+                aliases=tuple(aliases[v.id]),
+                parent=parents.get(v.parent_id) if v.parent_id is not None else None,
+                tensors=self._tensors(v.id) if with_tensors else (),
+            )
+            for v in versions
+        ]
+
+    def _tensors(self, version_id: int) -> tuple[TensorInfo, ...]:
+        return tuple(
+            TensorInfo(name, dtype, tuple(_json(shape)), digest, nbytes)
+            for name, dtype, shape, digest, nbytes in self.execute(
+                "SELECT name, dtype, shape, digest, nbytes FROM tensors "
+                "WHERE version_id = ? ORDER BY position",
+                (version_id,),
+            )
+        )
+
+    def tensor_locations(self, version_id: int) -> list[Location]:
+        """The version's tensors in state-dict order, each with where its bytes are."""
+        return [
+            Location(name, dtype, _json(shape), digest, nbytes, pack_id, offset, checksum)
+            for name, dtype, shape, digest, nbytes, pack_id, offset, checksum in self.execute(
+                'SELECT t.name, t.dtype, t.shape, t.digest, b.nbytes, b.pack_id, b."offset", '
+                "b.checksum FROM tensors t JOIN blobs b ON b.digest = t.digest "
+                "WHERE t.version_id = ? ORDER BY t.position",
+                (version_id,),
+            )
+        ]
+
+    def blobs_by_checksum(self, checksums: Iterable[str]) -> dict[str, list[StoredBlob]]:
+        """Stored blobs whose checksum is one of ``checksums``: candidates, not proof."""
+        found: dict[str, list[StoredBlob]] = {}
+        for chunk in _chunks(sorted(set(checksums))):
+            for row in self.execute(
+                'SELECT digest, pack_id, "offset", nbytes, checksum FROM blobs '
+                f"WHERE checksum IN ({_marks(len(chunk))})",
+                chunk,
+            ):
+                found.setdefault(row[4], []).append(StoredBlob(*row[:4]))
+        return found
+
+    # -- tags ---------------------------------------------------------------------
+
+    def set_tags(self, version_id: int, tags: Mapping[str, str]) -> None:
+        """Add or overwrite tags of a version (call inside a write transaction)."""
+        for key, value in tags.items():
+            self.execute(
+                "INSERT INTO tags (version_id, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (version_id, key) DO UPDATE SET value = excluded.value",
+                (version_id, key, value),
+            )
+
+    def remove_tags(self, version_id: int, keys: Iterable[str]) -> list[str]:
+        """Remove tags by key; returns the keys that were there."""
+        keys = list(dict.fromkeys(keys))
+        present = (
+            {
+                k
+                for (k,) in self.execute(
+                    f"SELECT key FROM tags WHERE version_id = ? AND key IN ({_marks(len(keys))})",
+                    (version_id, *keys),
+                )
+            }
+            if keys
+            else set()
+        )
+        for key in keys:
+            if key in present:
+                self.execute("DELETE FROM tags WHERE version_id = ? AND key = ?", (version_id, key))
+        return [k for k in keys if k in present]
