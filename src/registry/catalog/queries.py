@@ -135,9 +135,10 @@ def add_version(
         for i, (name, dtype, shape, tdigest, nbytes) in enumerate(tensors)
     ]
     for chunk in _chunks(rows):
-        session.execute(insert(TensorRow), list(chunk))
+        session.execute(insert(TensorRow.__table__), list(chunk))
     if tags:
         session.execute(
-            insert(Tag), [{"version_id": version.id, "key": k, "value": v} for k, v in tags.items()]
+            insert(Tag.__table__),
+            [{"version_id": version.id, "key": k, "value": v} for k, v in tags.items()],
         )
     return version

@@ -23,6 +23,9 @@ import xxhash
 
 from ..config import HASH_THREADS
 
+#: Up to this size two buffers are compared as bytes objects (cheaper than numpy's setup).
+_SMALL_COMPARE = 1 << 16
+
 #: Below this size a buffer is hashed inline: a thread hop costs more than the hash.
 _INLINE_BYTES = 1 << 20
 
@@ -43,18 +46,21 @@ def checksum_many(buffers: Sequence[memoryview | bytes]) -> list[str]:
 
 def same_bytes(a: memoryview, b: memoryview, chunk: int = 1 << 24) -> bool:
     """Whether two buffers hold the same bytes (vectorised, in 16 MiB steps)."""
-    import numpy as np
-
     a, b = _flat(a), _flat(b)
     if a.nbytes != b.nbytes:
         return False
+    if a.nbytes <= _SMALL_COMPARE:
+        return a.tobytes() == b.tobytes()
+    import numpy as np
+
     for start in range(0, a.nbytes, chunk):
-        x = np.frombuffer(a[start : start + chunk], dtype=np.uint8)
-        y = np.frombuffer(b[start : start + chunk], dtype=np.uint8)
+        x, y = a[start : start + chunk], b[start : start + chunk]
         words = x.nbytes // 8 * 8
-        if not np.array_equal(x[:words].view(np.uint64), y[:words].view(np.uint64)):
+        if not np.array_equal(
+            np.frombuffer(x[:words], dtype=np.uint64), np.frombuffer(y[:words], dtype=np.uint64)
+        ):
             return False
-        if not np.array_equal(x[words:], y[words:]):
+        if words != x.nbytes and x[words:].tobytes() != y[words:].tobytes():
             return False
     return True
 

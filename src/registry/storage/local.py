@@ -20,7 +20,7 @@ import os
 import re
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -89,7 +89,9 @@ class LocalStore:
         pack_id = uuid.uuid4().hex
         final = self.pack_path(pack_id)
         tmp_dir = self.root / "tmp"
-        with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+        # One core writes, the others hash; whatever hashing is left when the writing
+        # is done, the writer takes on too.
+        with ThreadPoolExecutor(max_workers=max(1, HASH_THREADS - 1)) as pool:
             # Largest first, so one huge tensor does not run alone at the end.
             order = sorted(range(len(buffers)), key=lambda i: -sizes[i])
             futures = {i: pool.submit(sha256_hex, buffers[i]) for i in order}
@@ -111,7 +113,7 @@ class LocalStore:
                             if position - flushed >= _WRITEBACK_CHUNK:
                                 _start_writeback(fd, flushed, position - flushed)
                                 flushed = position
-                        digests = [futures[i].result() for i in range(len(buffers))]
+                        digests = _finish_hashing(buffers, futures)
                         header = layout(digests, sizes).header
                         if len(header) != len(plan.header):  # pragma: no cover - by design
                             raise AssertionError("pack header length changed")
@@ -174,6 +176,16 @@ def _write_all(f, data: memoryview) -> None:  # type: ignore[no-untyped-def]
         if not written:
             raise OSError(errno.EIO, "short write")
         data = data[written:]
+
+
+def _finish_hashing(buffers: Sequence[memoryview], futures: dict[int, Future[str]]) -> list[str]:
+    """Hash inline what the pool has not started, then collect every digest in order."""
+    for i in reversed(list(futures)):  # smallest last-queued first
+        if futures[i].cancel():
+            done: Future[str] = Future()
+            done.set_result(sha256_hex(buffers[i]))
+            futures[i] = done
+    return [futures[i].result() for i in range(len(buffers))]
 
 
 _SYNC_FILE_RANGE_WRITE = 2
