@@ -500,7 +500,14 @@ def test_corrupt_store(home: Path, reg: Registry, tmp_path: Path, resnet18_state
     assert len(names) == 1
     (name,) = names
 
-    for call in (reg.load, reg.load_state_dict, reg.pull):
+    calls = (
+        reg.load,
+        reg.load_state_dict,
+        reg.pull,
+        lambda ref: reg.load(ref, verify="sha256"),
+        lambda ref: reg.load_state_dict(ref, verify="sha256"),
+    )
+    for call in calls:  # checksums (the default) and full sha256 both catch it
         with pytest.raises(IntegrityError) as info:
             call("model:1")
         assert name in str(info.value) and "corrupt" in str(info.value)

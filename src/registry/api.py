@@ -301,7 +301,7 @@ class Registry:
             stored = catalog.blobs_by_checksum(checksums)
         digests, fresh = self._match_stored(owners, views, checksums, stored)
         new = [views[i] for i in fresh]
-        written = self._store.write_pack(new) if new else None
+        written = self._store.start_pack(new) if new else None
         if written is not None:
             for i, digest in zip(fresh, written.digests):
                 digests[i] = digest
@@ -353,6 +353,8 @@ class Registry:
                         )
                         written_bytes = written.nbytes if written else 0
                         result = version.id, PushReport(True, written_bytes, len(new), tuple(notes))
+                        if written is not None:
+                            written.wait()  # the pack is durable before the rows that name it
                     committed = True
                     break
                 except DBIntegrityError:
@@ -361,7 +363,7 @@ class Registry:
                         raise
         finally:
             if written is not None and not (committed and result[1].created):
-                self._store.discard(written.pack_id)
+                self._store.abandon(written)
         return self._record(*result)
 
     def _match_stored(

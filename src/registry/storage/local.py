@@ -21,7 +21,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -38,12 +38,21 @@ _PACK_ID_RE = re.compile(r"[0-9a-f]{32}")
 
 @dataclass(frozen=True)
 class PackWritten:
-    """A pack that is durably on disk: its id, size, and each blob's sha256 and offset."""
+    """A written pack: its id, size, and each blob's sha256 and offset.
+
+    Its bytes are all written when this exists; ``wait()`` returns once they are also
+    durable under the pack's final name (fsync'd, renamed, folder fsync'd).
+    """
 
     pack_id: str
     nbytes: int
     digests: list[str]
     offsets: list[int]
+    sealed: Future[None] = field(repr=False, compare=False)
+
+    def wait(self) -> None:
+        """Block until the pack is durable; raises StorageError if that failed."""
+        self.sealed.result()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -75,20 +84,30 @@ class LocalStore:
         _fsync_dir(path.parent)
 
     def write_pack(self, buffers: Sequence[memoryview]) -> PackWritten:
-        """Write ``buffers`` (distinct contents) durably as one new pack, hashing as it goes.
+        """Write ``buffers`` (distinct contents) as one new pack and wait until it is durable."""
+        written = self.start_pack(buffers)
+        written.wait()
+        return written
 
-        The sha256 of each buffer is computed on a thread pool while the main thread
+    def start_pack(self, buffers: Sequence[memoryview]) -> PackWritten:
+        """Write ``buffers`` (distinct contents) as one new pack, hashing as it goes.
+
+        The sha256 of each buffer is computed on a thread pool while this thread
         writes the bytes (both release the GIL), and the kernel is asked to start
         writing back each chunk as soon as it is in the page cache, so the single
-        fsync at the end has little left to do. The header, which names each blob by
-        its digest, has a length that does not depend on the names: it is written
-        with placeholders first and overwritten once the digests are known.
+        fsync has little left to do. The header, which names each blob by its digest,
+        has a length that does not depend on the names: it is written with
+        placeholders first and overwritten once the digests are known.
+
+        Returns when the bytes are written and the digests known; the fsync, the
+        rename into place and the folder's fsync run on a thread, so the caller can
+        prepare its catalogue rows meanwhile and ``wait()`` before committing them.
         """
         sizes = [b.nbytes for b in buffers]
         plan = layout(placeholder_names(len(buffers)), sizes)
         pack_id = uuid.uuid4().hex
         final = self.pack_path(pack_id)
-        tmp_dir = self.root / "tmp"
+        tmp = self.root / "tmp" / f"{pack_id}.pack.tmp"
         # One core writes, the others hash; whatever hashing is left when the writing
         # is done, the writer takes on too.
         with ThreadPoolExecutor(max_workers=max(1, HASH_THREADS - 1)) as pool:
@@ -96,43 +115,68 @@ class LocalStore:
             order = sorted(range(len(buffers)), key=lambda i: -sizes[i])
             futures = {i: pool.submit(sha256_hex, buffers[i]) for i in order}
             try:
-                self._ensure_dir(tmp_dir)
+                self._ensure_dir(tmp.parent)
                 self._ensure_dir(final.parent)
-                tmp = tmp_dir / f"{pack_id}.pack.tmp"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-                try:
-                    with open(fd, "wb", buffering=0, closefd=True) as f:
-                        _write_all(f, memoryview(bytes(len(plan.header))))
-                        position = len(plan.header)
-                        flushed = 0
-                        for buffer, offset in zip(buffers, plan.offsets):
-                            if offset > position:
-                                _write_all(f, memoryview(bytes(offset - position)))
-                            _write_all(f, buffer)
-                            position = offset + buffer.nbytes
-                            if position - flushed >= _WRITEBACK_CHUNK:
-                                _start_writeback(fd, flushed, position - flushed)
-                                flushed = position
-                        digests = _finish_hashing(buffers, futures)
-                        header = layout(digests, sizes).header
-                        if len(header) != len(plan.header):  # pragma: no cover - by design
-                            raise AssertionError("pack header length changed")
-                        os.pwrite(fd, header, 0)
-                        os.fsync(fd)
-                    os.replace(tmp, final)
-                except BaseException:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                _fsync_dir(final.parent)
             except OSError as exc:
                 raise StorageError(
                     f"cannot write to the tensor store at {self.root}: {exc}"
                 ) from exc
-            except ValueError as exc:
-                raise StorageError(f"cannot write a pack: {exc}") from exc
+            try:
+                _write_all(fd, memoryview(bytes(len(plan.header))))
+                position = len(plan.header)
+                flushed = 0
+                for buffer, offset in zip(buffers, plan.offsets):
+                    if offset > position:
+                        _write_all(fd, memoryview(bytes(offset - position)))
+                    _write_all(fd, buffer)
+                    position = offset + buffer.nbytes
+                    if position - flushed >= _WRITEBACK_CHUNK:
+                        _start_writeback(fd, flushed, position - flushed)
+                        flushed = position
+                digests = _finish_hashing(buffers, futures)
+                header = layout(digests, sizes).header
+                if len(header) != len(plan.header):  # pragma: no cover - by design
+                    raise AssertionError("pack header length changed")
+                os.pwrite(fd, header, 0)
+            except BaseException as exc:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+                if isinstance(exc, OSError):
+                    raise StorageError(
+                        f"cannot write to the tensor store at {self.root}: {exc}"
+                    ) from exc
+                raise
+        sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-seal")
+        sealed = sealer.submit(self._seal, fd, tmp, final)
+        sealer.shutdown(wait=False)
         return PackWritten(
-            pack_id=pack_id, nbytes=plan.nbytes, digests=digests, offsets=plan.offsets
+            pack_id=pack_id,
+            nbytes=plan.nbytes,
+            digests=digests,
+            offsets=plan.offsets,
+            sealed=sealed,
         )
+
+    def _seal(self, fd: int, tmp: Path, final: Path) -> None:
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write to the tensor store at {self.root}: {exc}") from exc
+
+    def abandon(self, written: PackWritten) -> None:
+        """Remove a pack the catalogue will not reference, once its writing has settled."""
+        try:
+            written.wait()
+        except StorageError:
+            return  # it cleaned up after itself
+        self.discard(written.pack_id)
 
     def discard(self, pack_id: str) -> None:
         """Remove a pack that no catalogue row references (e.g. after a failed commit)."""
@@ -166,11 +210,11 @@ def view(mapped: mmap.mmap, offset: int, nbytes: int, pack_id: str) -> memoryvie
     return memoryview(mapped)[offset : offset + nbytes]
 
 
-def _write_all(f, data: memoryview) -> None:  # type: ignore[no-untyped-def]
+def _write_all(fd: int, data: memoryview) -> None:
     data = data.cast("B") if data.format != "B" or data.ndim != 1 else data
     while data:
         try:
-            written = f.write(data)
+            written = os.write(fd, data)
         except InterruptedError:
             continue
         if not written:
