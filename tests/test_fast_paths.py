@@ -141,7 +141,9 @@ def test_each_load_is_an_independent_module(reg: Registry, resnet18_state):
     assert torch.equal(third.conv1.weight, resnet18_state["conv1.weight"])
     for model in (second, third):
         params = list(model.named_parameters())
-        assert params and all(isinstance(p, torch.nn.Parameter) and p.requires_grad for _, p in params)
+        assert params and all(
+            isinstance(p, torch.nn.Parameter) and p.requires_grad for _, p in params
+        )
         assert not model.training
 
 
