@@ -12,16 +12,17 @@ import mmap
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config
 from .catalog import revision as schema_revision
-from .catalog.reader import Catalog
+from .catalog.reader import SORTS, Catalog, Location, StoredBlob
 from .errors import (
     CatalogError,
     IntegrityError,
@@ -29,8 +30,16 @@ from .errors import (
     StorageError,
 )
 from .keyvalue import validate_arch_kwargs, validate_tags
-from .records import ModelVersion, PushReport
-from .refs import parse_ref, validate_name
+from .records import (
+    Diff,
+    GcReport,
+    ModelVersion,
+    Problem,
+    PushReport,
+    TensorChange,
+    VerifyReport,
+)
+from .refs import parse_ref, validate_alias, validate_name
 from .storage import LocalStore, checksum_many, manifest_digest, same_bytes, sha256_many
 from .storage.local import view as pack_view
 
@@ -40,8 +49,12 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
     from torch import nn
 
+    from .bundle import ExportReport, ImportReport
+
 PULL_FORMATS = ("pth", "safetensors")
 VERIFY_MODES = (True, False, "sha256")
+#: Files the catalogue does not know are left alone by gc until they are this old.
+GC_GRACE_SECONDS = 3600
 _PUSH_ATTEMPTS = 3
 _SCHEMA_ATTEMPTS = 6
 
@@ -108,6 +121,7 @@ class Registry:
                     self._sqlite_path, timeout=config.SQLITE_BUSY_TIMEOUT_S, isolation_level=None
                 )
                 connection.execute("PRAGMA foreign_keys=ON")
+                connection.execute("PRAGMA case_sensitive_like=ON")  # as on PostgreSQL
                 connection.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
                 raise CatalogError(
@@ -209,14 +223,151 @@ class Registry:
             return catalog.records([catalog.resolve(parsed)], with_tensors=True)[0]
 
     def list(
-        self, name: str | None = None, tags: Mapping[str, str] | None = None
+        self,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        arch: str | None = None,
+        since: datetime | str | None = None,
+        before: datetime | str | None = None,
+        sort: str = "created",
+        reverse: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[ModelVersion]:
-        """Versions newest first, optionally of one model and with all the given tags."""
-        if name is not None:
-            validate_name(name)
-        tags = validate_tags(tags)
+        """Versions matching every filter, newest first unless ``sort`` says otherwise.
+
+        ``name`` is a model name or a glob (``res*``, ``team/*``); ``tags`` must all
+        match; ``since``/``before`` bound the creation time (datetimes or ISO 8601
+        strings, UTC unless they say otherwise); ``sort`` is ``created`` (newest
+        first), ``name``, ``size`` (largest first) or ``params``; ``reverse`` flips
+        it; ``limit``/``offset`` give one page.
+        """
+        filters = _filters(name, tags, arch, since, before)
+        if sort not in SORTS:
+            raise InvalidArgumentError(f"unknown sort {sort!r}: use {', '.join(SORTS)}")
+        if (limit is not None and limit < 0) or offset < 0:
+            raise InvalidArgumentError("limit and offset cannot be negative")
         with self._catalog() as catalog:
-            return catalog.records(catalog.list_versions(name, tags))
+            rows = catalog.list_versions(
+                **filters, sort=sort, reverse=reverse, limit=limit, offset=offset
+            )
+            return catalog.records(rows)
+
+    def count(
+        self,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        arch: str | None = None,
+        since: datetime | str | None = None,
+        before: datetime | str | None = None,
+    ) -> int:
+        """How many versions :meth:`list` would give with these filters and no limit."""
+        with self._catalog() as catalog:
+            return catalog.count_versions(**_filters(name, tags, arch, since, before))
+
+    def lineage(self, ref: str) -> list[ModelVersion]:
+        """The version, then its parent, grandparent, ... as recorded by ``push(parent=)``."""
+        parsed = parse_ref(ref)
+        with self._catalog() as catalog:
+            return catalog.records(catalog.lineage(catalog.resolve(parsed)))
+
+    def alias(self, ref: str, alias: str) -> ModelVersion:
+        """Point ``NAME:ALIAS`` at the version ``ref`` names, moving it if it pointed elsewhere."""
+        parsed = parse_ref(ref)
+        validate_alias(alias)
+        with self._catalog(write=True) as catalog:
+            version = catalog.resolve(parsed)
+            catalog.set_alias(version, alias)
+            return catalog.records([version])[0]
+
+    def unalias(self, ref: str) -> ModelVersion:
+        """Delete the alias in ``NAME:ALIAS``; returns the version it pointed at."""
+        parsed = parse_ref(ref)
+        if parsed.alias is None:
+            raise InvalidArgumentError(f"{ref!r} names no alias: give NAME:ALIAS")
+        with self._catalog(write=True) as catalog:
+            version = catalog.resolve(parsed)
+            catalog.delete_alias(version.model_id, parsed.alias)
+            return catalog.records([version])[0]
+
+    def describe(self, ref: str, description: str | None) -> ModelVersion:
+        """Set (or with None, clear) a version's description."""
+        parsed = parse_ref(ref)
+        if description is not None and not isinstance(description, str):
+            raise InvalidArgumentError("description must be a string or None")
+        with self._catalog(write=True) as catalog:
+            version = catalog.resolve(parsed)
+            catalog.set_description(version.id, description)
+            return catalog.records([catalog.version_by_id(version.id)])[0]
+
+    def diff(self, a: str, b: str) -> Diff:
+        """How version ``b`` differs from version ``a``, tensor by tensor.
+
+        Tensors with the same digest count as identical without being read; only
+        tensors that differ are read, to measure the largest absolute difference and
+        the relative L2 norm of the change.
+        """
+        from .tensors import difference
+
+        record_a, state_a = self._open(a, verify=True)
+        record_b, state_b = self._open(b, verify=True)
+        info_a = {t.name: t for t in self.get(record_a.ref).tensors}
+        info_b = {t.name: t for t in self.get(record_b.ref).tensors}
+        added = [t for n, t in info_b.items() if n not in info_a]
+        removed = [t for n, t in info_a.items() if n not in info_b]
+        reshaped, retyped, changed = [], [], []
+        identical = 0
+        changed_bytes = sum(t.nbytes for t in added)
+        for name, tb in info_b.items():
+            ta = info_a.get(name)
+            if ta is None:
+                continue
+            if ta.digest == tb.digest and ta.dtype == tb.dtype and ta.shape == tb.shape:
+                identical += 1
+                continue
+            changed_bytes += tb.nbytes
+            if ta.shape != tb.shape:
+                reshaped.append((name, ta.shape, tb.shape))
+            elif ta.dtype != tb.dtype:
+                retyped.append((name, ta.dtype, tb.dtype))
+            else:
+                max_abs, rel = difference(state_a[name], state_b[name])
+                changed.append(TensorChange(name, max_abs, rel, tb.nbytes))
+        return Diff(
+            a=record_a.ref,
+            b=record_b.ref,
+            added=added,
+            removed=removed,
+            reshaped=reshaped,
+            dtype_changed=retyped,
+            changed=changed,
+            identical=identical,
+            changed_bytes=changed_bytes,
+            total_bytes=sum(t.nbytes for t in info_b.values()),
+        )
+
+    def remove(self, ref: str, *, force: bool = False) -> ModelVersion:
+        """Delete a version from the catalogue; returns it as it was.
+
+        Its tensors stay stored until :meth:`gc` finds no version using them, so other
+        versions that share them are never affected. A version an alias points at is
+        only deleted with ``force=True``, which deletes those aliases too. Version
+        numbers are never reused.
+        """
+        parsed = parse_ref(ref)
+        with self._catalog(write=True) as catalog:
+            version = catalog.resolve(parsed)
+            record = catalog.records([version])[0]
+            if record.aliases and not force:
+                names = ", ".join(f"{version.name}:{a}" for a in record.aliases)
+                raise InvalidArgumentError(
+                    f"{record.ref} is what {names} point{'s' if len(record.aliases) == 1 else ''} "
+                    "at; move the alias first, or force the removal (which deletes it)"
+                )
+            catalog.delete_version(version.id)
+            return record
 
     def tag(self, ref: str, tags: Mapping[str, Any]) -> ModelVersion:
         """Add or overwrite tags of a version (metadata only: the weights never change)."""
@@ -244,6 +395,277 @@ class Registry:
                 )
             return catalog.records([catalog.version_by_id(version.id)])[0]
 
+    # -- the store: garbage collection and verification --------------------------
+
+    def gc(self, *, dry_run: bool = False) -> GcReport:
+        """Remove stored tensors that no version uses any more; say how many bytes that frees.
+
+        Packs holding only unused tensors are deleted; packs holding some are rewritten
+        with just the used ones (their bytes re-checked against their sha256 on the
+        way). Files in the store that the catalogue does not know, left by crashed
+        pushes, are deleted once they are an hour old (younger ones may belong to a
+        push in progress). The catalogue changes in one transaction, committed after
+        the rewritten packs are durable and before any file is deleted.
+        """
+        from .storage.packs import layout, placeholder_names
+
+        with self._catalog(write=True) as catalog:
+            live = catalog.live_digests()
+            packs = catalog.packs()
+            by_pack: dict[str, list[Any]] = {p: [] for p in packs}
+            for blob, checksum in catalog.all_blobs():
+                by_pack.setdefault(blob.pack_id, []).append((blob, checksum))
+            dead_blobs, doomed, rewrites = [], [], []
+            freed = 0
+            for pack_id, nbytes in packs.items():
+                blobs = by_pack.get(pack_id, [])
+                keep = [(b, c) for b, c in blobs if b.digest in live]
+                dead = [b.digest for b, _ in blobs if b.digest not in live]
+                dead_blobs += dead
+                if not keep:
+                    doomed.append(pack_id)
+                    freed += nbytes
+                elif dead:
+                    rewrites.append((pack_id, keep))
+                    sizes = [b.nbytes for b, _ in keep]
+                    freed += nbytes - layout(placeholder_names(len(sizes)), sizes).nbytes
+            cutoff = time.time() - GC_GRACE_SECONDS
+            orphans = [
+                (path, st)
+                for pack_id, path, st in self._store.files()
+                if (pack_id is None or pack_id not in packs) and st.st_mtime < cutoff
+            ]
+            freed += sum(st.st_size for _, st in orphans)
+            report = GcReport(
+                dry_run=dry_run,
+                bytes_freed=freed,
+                blobs_removed=len(dead_blobs),
+                packs_removed=len(doomed),
+                packs_rewritten=len(rewrites),
+                orphan_files_removed=len(orphans),
+            )
+            if dry_run:
+                return report
+            written = []
+            try:
+                for pack_id, keep in rewrites:
+                    mapped = self._store.map(pack_id)
+                    views = [pack_view(mapped, b.offset, b.nbytes, pack_id) for b, _ in keep]
+                    new = self._store.start_pack(views)
+                    written.append(new)
+                    new.wait()
+                    bad = [b.digest for (b, _), d in zip(keep, new.digests) if d != b.digest]
+                    if bad:
+                        raise IntegrityError(
+                            f"pack {pack_id} holds {len(bad)} corrupt tensor"
+                            f"{'s' if len(bad) != 1 else ''} (sha256:{bad[0][:12]}...); "
+                            "gc stopped without changing anything: run `registry verify`"
+                        )
+                    catalog.add_pack_row(new.pack_id, new.nbytes)
+                    for (blob, _), offset in zip(keep, new.offsets):
+                        catalog.move_blob(blob.digest, new.pack_id, offset)
+                catalog.delete_blobs(dead_blobs)
+                catalog.delete_pack_rows(doomed + [p for p, _ in rewrites])
+            except BaseException:
+                for new in written:
+                    self._store.abandon(new)
+                raise
+        for pack_id in doomed + [p for p, _ in rewrites]:
+            self._store.discard(pack_id)
+        for path, _ in orphans:
+            path.unlink(missing_ok=True)
+        return report
+
+    def verify(self, ref: str | None = None) -> VerifyReport:
+        """Re-hash stored tensors (of one version, or all of them) against their sha256.
+
+        Reports every corrupt tensor (bytes that do not match the digest or the
+        checksum) and every missing one (its pack file gone or truncated), naming
+        the versions that use it.
+        """
+        with self._catalog() as catalog:
+            if ref is None:
+                blobs = catalog.all_blobs()
+            else:
+                version = catalog.resolve(parse_ref(ref))
+                seen: dict[str, Any] = {}
+                for loc in catalog.tensor_locations(version.id):
+                    seen.setdefault(
+                        loc.digest,
+                        (StoredBlob(loc.digest, loc.pack_id, loc.offset, loc.nbytes), loc.checksum),
+                    )
+                blobs = list(seen.values())
+        corrupt, missing = [], []
+        by_pack: dict[str, list[Any]] = {}
+        for blob, checksum in blobs:
+            by_pack.setdefault(blob.pack_id, []).append((blob, checksum))
+        for pack_id, items in by_pack.items():
+            try:
+                mapped = self._store.map(pack_id)
+            except StorageError:
+                missing += [b for b, _ in items]
+                continue
+            present = []
+            for blob, checksum in items:
+                if blob.offset + blob.nbytes > len(mapped):
+                    missing.append(blob)
+                else:
+                    present.append((blob, checksum))
+            data = [pack_view(mapped, b.offset, b.nbytes, pack_id) for b, _ in present]
+            digests = sha256_many(data)
+            sums = checksum_many(data)
+            for (blob, checksum), digest, fast in zip(present, digests, sums):
+                if digest != blob.digest or (checksum and fast != checksum):
+                    corrupt.append(blob)
+        with self._catalog() as catalog:
+            users = catalog.users_of([b.digest for b in corrupt + missing])
+
+        def problems(found: list[Any], kind: str) -> list[Problem]:
+            return [
+                Problem(b.digest, b.pack_id, kind, tuple(users.get(b.digest, ()))) for b in found
+            ]
+
+        return VerifyReport(
+            checked=len(blobs),
+            checked_bytes=sum(b.nbytes for b, _ in blobs),
+            corrupt=problems(corrupt, "corrupt"),
+            missing=problems(missing, "missing"),
+        )
+
+    # -- bundles -----------------------------------------------------------------------
+
+    def export(
+        self,
+        refs: str | list[str] | tuple[str, ...],
+        path: str | os.PathLike[str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> ExportReport:
+        """Write the versions ``refs`` name, with every tensor they use, to a tar bundle.
+
+        Each tensor is checked against its sha256 on the way out. ``progress`` is
+        called with the number of bytes of each tensor written.
+        """
+        from .bundle import write_bundle
+
+        if isinstance(refs, str):
+            refs = [refs]
+        if not refs:
+            raise InvalidArgumentError("name at least one version to export")
+        records: dict[str, ModelVersion] = {}
+        blobs: dict[str, memoryview] = {}
+        for ref in refs:
+            record, _located, views = self._views(ref, verify="sha256")
+            records.setdefault(record.ref, record)
+            blobs.update(views)
+        full = [self.get(ref) for ref in records]
+        return write_bundle(Path(path), full, blobs, progress)
+
+    def import_bundle(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportReport:
+        """Add the versions of a bundle written by :meth:`export`.
+
+        Names, tags, aliases, descriptions, creation times and lineage are kept, and
+        version numbers where this registry never used them (else the next free one).
+        Versions whose weights are already stored under their name are not added
+        again, and tensors already stored are not written again. The whole bundle is
+        checked (members, manifest, every digest) before anything is stored; a bad
+        bundle changes nothing.
+        """
+        from sqlalchemy.exc import IntegrityError as DBIntegrityError
+
+        from .bundle import Bundle, ImportReport, in_lineage_order
+        from .catalog import queries
+
+        with Bundle(path) as bundle:
+            versions = in_lineage_order(bundle.versions)
+            needed = sorted({t[3] for v in versions for t in v.tensors})
+            with self._catalog() as catalog:
+                present = catalog.known_digests(needed)
+            missing = [d for d in needed if d not in present]
+            data = []
+            for digest in missing:
+                data.append(memoryview(bundle.blob(digest)))
+                if progress is not None:
+                    progress(data[-1].nbytes)
+        self._ready()
+        written = self._store.start_pack(data) if data else None
+        committed = False
+        notes: list[str] = []
+        try:
+            if written is not None and written.digests != missing:  # pragma: no cover
+                raise IntegrityError("bundle blobs changed while they were being stored")
+            checksums = checksum_many(data)
+            for attempt in range(_PUSH_ATTEMPTS):
+                outcome: list[tuple[str, str, bool]] = []
+                ids: dict[str, int] = {}
+                try:
+                    with self._writer() as session, session.begin():
+                        if written is not None:
+                            queries.add_pack(
+                                session,
+                                written.pack_id,
+                                written.nbytes,
+                                [
+                                    (d, o, v.nbytes, c)
+                                    for d, o, v, c in zip(missing, written.offsets, data, checksums)
+                                ],
+                            )
+                        for v in versions:
+                            existing = queries.version_by_digest(session, v.name, v.digest)
+                            if existing is not None:
+                                ids[v.ref] = existing.id
+                                outcome.append((v.ref, f"{v.name}:{existing.version}", False))
+                                continue
+                            parent_id = ids.get(v.parent) if v.parent else None
+                            if v.parent and parent_id is None:
+                                notes.append(
+                                    f"{v.ref}: its parent {v.parent} is not in the bundle; "
+                                    "lineage not kept"
+                                )
+                            model, number = queries.next_version(session, v.name, wanted=v.version)
+                            row = queries.add_version(
+                                session,
+                                model,
+                                number,
+                                digest=v.digest,
+                                arch=v.arch,
+                                arch_kwargs=v.arch_kwargs,
+                                description=v.description,
+                                param_count=v.param_count,
+                                torch_version=v.torch_version,
+                                source_format=v.source_format,
+                                tensors=v.tensors,
+                                tags=v.tags,
+                                parent_id=parent_id,
+                                created_at=v.created_at,
+                            )
+                            for alias in v.aliases:
+                                queries.set_alias(session, model.id, alias, row.id)
+                            ids[v.ref] = row.id
+                            outcome.append((v.ref, f"{v.name}:{number}", True))
+                        if written is not None:
+                            written.wait()
+                    committed = True
+                    break
+                except DBIntegrityError:
+                    notes.clear()
+                    if attempt == _PUSH_ATTEMPTS - 1:
+                        raise
+        finally:
+            if written is not None and not committed:
+                self._store.abandon(written)
+        return ImportReport(
+            versions=outcome,
+            tensors_written=len(missing),
+            bytes_written=written.nbytes if written else 0,
+            notes=tuple(notes),
+        )
+
     # -- push -------------------------------------------------------------------------
 
     def push(
@@ -255,6 +677,7 @@ class Registry:
         arch_kwargs: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
         description: str | None = None,
+        parent: str | None = None,
     ) -> ModelVersion:
         """Store weights as a new version of ``name`` and return it.
 
@@ -262,7 +685,8 @@ class Registry:
         ``nn.Module`` (its ``state_dict()``). The weights are checked against ``arch``
         built with ``arch_kwargs`` before anything is stored. Weights identical to a
         version already under ``name`` return that version (``pushed.created`` is
-        False) and write nothing.
+        False) and write nothing. ``parent`` names the version these weights were
+        fine-tuned from; :meth:`lineage` follows it.
         """
         from . import architectures
         from .tensors import check_storable, dtype_name, raw_bytes
@@ -278,6 +702,10 @@ class Registry:
         clean_tags = validate_tags(tags)
         if not isinstance(arch, str) or not arch:
             raise InvalidArgumentError("arch= must name an architecture, e.g. 'resnet18'")
+        parent_id = None
+        if parent is not None:
+            with self._catalog() as catalog:
+                parent_id = catalog.resolve(parse_ref(parent)).id
         self._ready()
 
         architecture = architectures.resolve(arch)
@@ -297,73 +725,90 @@ class Registry:
             owners.append(owner)
             views.append(view)
         checksums = checksum_many(views)
-        with self._catalog() as catalog:
-            stored = catalog.blobs_by_checksum(checksums)
-        digests, fresh = self._match_stored(owners, views, checksums, stored)
-        new = [views[i] for i in fresh]
-        written = self._store.start_pack(new) if new else None
-        if written is not None:
-            for i, digest in zip(fresh, written.digests):
-                digests[i] = digest
-        digests = [digests[j] if isinstance(j, int) else j for j in digests]  # type: ignore[misc]
-        entries = [
-            (key, dtype_name(value.dtype), list(value.shape), digest, view.nbytes)
-            for (key, value), digest, view in zip(state.items(), digests, views)
-        ]
-        version_digest = manifest_digest((n, d, s, h) for n, d, s, h, _ in entries)
 
         import torch
         from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
         from .catalog import queries
 
-        committed = False
-        try:
-            for attempt in range(_PUSH_ATTEMPTS):
-                try:
-                    with self._writer() as session, session.begin():
-                        existing = queries.version_by_digest(session, name, version_digest)
-                        if existing is not None:
-                            result = existing.id, PushReport(False, 0, 0, tuple(notes))
-                            break
-                        if written is not None:
-                            queries.add_pack(
+        for _round in range(_PUSH_ATTEMPTS):
+            with self._catalog() as catalog:
+                stored = catalog.blobs_by_checksum(checksums)
+            digests, fresh = self._match_stored(owners, views, checksums, stored)
+            new = [views[i] for i in fresh]
+            written = self._store.start_pack(new) if new else None
+            if written is not None:
+                for i, digest in zip(fresh, written.digests):
+                    digests[i] = digest
+            digests = [digests[j] if isinstance(j, int) else j for j in digests]  # type: ignore[misc]
+            reused = set(digests) - set(written.digests if written else ())
+            entries = [
+                (key, dtype_name(value.dtype), list(value.shape), digest, view.nbytes)
+                for (key, value), digest, view in zip(state.items(), digests, views)
+            ]
+            version_digest = manifest_digest((n, d, s, h) for n, d, s, h, _ in entries)
+            committed = stale = False
+            try:
+                for attempt in range(_PUSH_ATTEMPTS):
+                    try:
+                        with self._writer() as session, session.begin():
+                            existing = queries.version_by_digest(session, name, version_digest)
+                            if existing is not None:
+                                result = existing.id, PushReport(False, 0, 0, tuple(notes))
+                                break
+                            if queries.missing_blobs(session, reused):
+                                # `registry gc` removed stored tensors this push found a
+                                # moment ago; look again (and write them) in a new round.
+                                stale = True
+                                break
+                            if written is not None:
+                                queries.add_pack(
+                                    session,
+                                    written.pack_id,
+                                    written.nbytes,
+                                    [
+                                        (d, offset, views[i].nbytes, checksums[i])
+                                        for d, offset, i in zip(
+                                            written.digests, written.offsets, fresh
+                                        )
+                                    ],
+                                )
+                            model, number = queries.next_version(session, name)
+                            version = queries.add_version(
                                 session,
-                                written.pack_id,
-                                written.nbytes,
-                                [
-                                    (d, offset, views[i].nbytes, checksums[i])
-                                    for d, offset, i in zip(written.digests, written.offsets, fresh)
-                                ],
+                                model,
+                                number,
+                                digest=version_digest,
+                                arch=architecture.name,
+                                arch_kwargs=kwargs,
+                                description=description,
+                                param_count=expected.param_count,
+                                torch_version=torch.__version__,
+                                source_format=source_format,
+                                tensors=entries,
+                                tags=clean_tags,
+                                parent_id=parent_id,
                             )
-                        model, number = queries.next_version(session, name)
-                        version = queries.add_version(
-                            session,
-                            model,
-                            number,
-                            digest=version_digest,
-                            arch=architecture.name,
-                            arch_kwargs=kwargs,
-                            description=description,
-                            param_count=expected.param_count,
-                            torch_version=torch.__version__,
-                            source_format=source_format,
-                            tensors=entries,
-                            tags=clean_tags,
-                        )
-                        written_bytes = written.nbytes if written else 0
-                        result = version.id, PushReport(True, written_bytes, len(new), tuple(notes))
-                        if written is not None:
-                            written.wait()  # the pack is durable before the rows that name it
-                    committed = True
-                    break
-                except DBIntegrityError:
-                    # A concurrent push created the same model or version first; retry.
-                    if attempt == _PUSH_ATTEMPTS - 1:
-                        raise
-        finally:
-            if written is not None and not (committed and result[1].created):
-                self._store.abandon(written)
+                            written_bytes = written.nbytes if written else 0
+                            result = (
+                                version.id,
+                                PushReport(True, written_bytes, len(new), tuple(notes)),
+                            )
+                            if written is not None:
+                                written.wait()  # the pack is durable before the rows naming it
+                        committed = True
+                        break
+                    except DBIntegrityError:
+                        # A concurrent push created the same model or version first; retry.
+                        if attempt == _PUSH_ATTEMPTS - 1:
+                            raise
+            finally:
+                if written is not None and not (committed and result[1].created):
+                    self._store.abandon(written)
+            if not stale:
+                break
+        else:
+            raise StorageError("stored tensors kept disappearing during the push; push again")
         return self._record(*result)
 
     def _match_stored(
@@ -432,29 +877,50 @@ class Registry:
     def _open(self, ref: str, verify: bool | str) -> tuple[ModelVersion, dict[str, torch.Tensor]]:
         from .tensors import from_buffer, parse_dtype
 
-        parsed = parse_ref(ref)
-        with self._catalog() as catalog:
-            row = catalog.resolve(parsed)
-            record = catalog.records([row])[0]
-            located = catalog.tensor_locations(row.id)
-        if len(located) != record.tensor_count:
-            raise IntegrityError(
-                f"{record.ref} lists {record.tensor_count} tensors but the catalogue locates "
-                f"{len(located)}; the catalogue is damaged"
-            )
-        maps: dict[str, mmap.mmap] = {}
-        views: dict[str, memoryview] = {}
-        for blob in located:
-            if blob.digest not in views:
-                if blob.pack_id not in maps:
-                    maps[blob.pack_id] = self._store.map(blob.pack_id)
-                views[blob.digest] = pack_view(
-                    maps[blob.pack_id], blob.offset, blob.nbytes, blob.pack_id
+        record, located, views = self._views(ref, verify)
+        state: dict[str, torch.Tensor] = {}
+        shared: dict[tuple[str, str, tuple[int, ...]], torch.Tensor] = {}
+        for tensor in located:
+            key = (tensor.digest, tensor.dtype, tuple(tensor.shape))
+            if key not in shared:
+                shared[key] = from_buffer(
+                    views[tensor.digest], parse_dtype(tensor.dtype), tensor.shape
                 )
+            state[tensor.name] = shared[key]
+        return record, state
+
+    def _views(
+        self, ref: str, verify: bool | str
+    ) -> tuple[ModelVersion, list[Location], dict[str, memoryview]]:
+        """The version, where its tensors are, and a checked view of each distinct blob."""
         if verify not in VERIFY_MODES:
             raise InvalidArgumentError(
                 f"verify={verify!r}: use True (checksums), 'sha256' (full digests) or False"
             )
+        parsed = parse_ref(ref)
+        for attempt in range(2):
+            with self._catalog() as catalog:
+                row = catalog.resolve(parsed)
+                record = catalog.records([row])[0]
+                located = catalog.tensor_locations(row.id)
+            if len(located) != record.tensor_count:
+                raise IntegrityError(
+                    f"{record.ref} lists {record.tensor_count} tensors but the catalogue "
+                    f"locates {len(located)}; the catalogue is damaged"
+                )
+            try:
+                maps = {p: self._store.map(p) for p in dict.fromkeys(b.pack_id for b in located)}
+                break
+            except StorageError:
+                # `registry gc` may have just moved these tensors to a new pack; look again.
+                if attempt:
+                    raise
+        views: dict[str, memoryview] = {}
+        for blob in located:
+            if blob.digest not in views:
+                views[blob.digest] = pack_view(
+                    maps[blob.pack_id], blob.offset, blob.nbytes, blob.pack_id
+                )
         if verify:
             bad = _corrupt_blobs(views, {b.digest: b.checksum for b in located}, verify)
             if bad:
@@ -467,16 +933,7 @@ class Registry:
                     f"{'s' if len(names) != 1 else ''} do not match their digest ({shown}); "
                     "the tensor store is corrupt"
                 )
-        state: dict[str, torch.Tensor] = {}
-        shared: dict[tuple[str, str, tuple[int, ...]], torch.Tensor] = {}
-        for tensor in located:
-            key = (tensor.digest, tensor.dtype, tuple(tensor.shape))
-            if key not in shared:
-                shared[key] = from_buffer(
-                    views[tensor.digest], parse_dtype(tensor.dtype), tensor.shape
-                )
-            state[tensor.name] = shared[key]
-        return record, state
+        return record, located, views
 
     def load_state_dict(self, ref: str, *, verify: bool | str = True) -> dict[str, torch.Tensor]:
         """The stored state dict of ``ref``, in its original key order.
@@ -529,6 +986,49 @@ class Registry:
             raise StorageError(f"cannot write {target}: it is a folder")
         _write_weights(state, target, format, record)
         return target
+
+
+def _when(value: datetime | str | None, label: str) -> datetime | None:
+    """A UTC-aware datetime from a datetime or an ISO 8601 string (naive means UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgumentError(
+                f"{label}={value!r} is not a date: use ISO 8601, e.g. 2026-11-29 or "
+                "2026-11-29T14:30:00"
+            ) from None
+    if not isinstance(value, datetime):
+        raise InvalidArgumentError(f"{label} must be a datetime or an ISO 8601 string")
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def _filters(
+    name: str | None,
+    tags: Mapping[str, str] | None,
+    arch: str | None,
+    since: datetime | str | None,
+    before: datetime | str | None,
+) -> dict[str, Any]:
+    """Validated keyword arguments for the catalogue's list and count queries."""
+    if name is not None:
+        if any(c in name for c in "*?"):
+            if not name.replace("*", "a").replace("?", "a"):
+                raise InvalidArgumentError("empty name pattern")
+            validate_name(name.replace("*", "a").replace("?", "a"))
+        else:
+            validate_name(name)
+    if arch is not None and (not isinstance(arch, str) or not arch):
+        raise InvalidArgumentError("arch must be a non-empty string")
+    return {
+        "name": name,
+        "tags": validate_tags(tags),
+        "arch": arch,
+        "since": _when(since, "since"),
+        "before": _when(before, "before"),
+    }
 
 
 def _corrupt_blobs(

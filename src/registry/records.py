@@ -99,3 +99,148 @@ class ModelVersion:
         if self.pushed is not None:
             out.update(self.pushed.to_dict())
         return out
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    """A tensor present in both versions, same shape and dtype, different values."""
+
+    name: str
+    max_abs_diff: float
+    rel_l2: float  # ||b - a|| / ||a|| (inf if a is all zeros and b is not)
+    nbytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "max_abs_diff": self.max_abs_diff,
+            "rel_l2": self.rel_l2,
+            "nbytes": self.nbytes,
+        }
+
+
+@dataclass(frozen=True)
+class Diff:
+    """How version ``b`` differs from version ``a``, tensor by tensor."""
+
+    a: str
+    b: str
+    added: list[TensorInfo]
+    removed: list[TensorInfo]
+    reshaped: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+    dtype_changed: list[tuple[str, str, str]]
+    changed: list[TensorChange]
+    identical: int
+    changed_bytes: int  # bytes of b's tensors that are not identical to a's
+    total_bytes: int  # all of b's tensor bytes
+
+    @property
+    def same(self) -> bool:
+        return not (
+            self.added or self.removed or self.reshaped or self.dtype_changed or self.changed
+        )
+
+    def summary(self) -> str:
+        """One line, e.g. ``2 changed, 120 identical, 8.2 MB of 102.4 MB differ``."""
+        from ._format import size
+
+        parts = [f"{len(self.changed)} changed"]
+        for label, items in (
+            ("added", self.added),
+            ("removed", self.removed),
+            ("reshaped", self.reshaped),
+            ("dtype changed", self.dtype_changed),
+        ):
+            if items:
+                parts.append(f"{len(items)} {label}")
+        parts.append(f"{self.identical} identical")
+        parts.append(f"{size(self.changed_bytes)} of {size(self.total_bytes)} differ")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "added": [t.to_dict() for t in self.added],
+            "removed": [t.to_dict() for t in self.removed],
+            "reshaped": [
+                {"name": n, "shape_a": list(sa), "shape_b": list(sb)} for n, sa, sb in self.reshaped
+            ],
+            "dtype_changed": [
+                {"name": n, "dtype_a": da, "dtype_b": db} for n, da, db in self.dtype_changed
+            ],
+            "changed": [c.to_dict() for c in self.changed],
+            "identical": self.identical,
+            "changed_bytes": self.changed_bytes,
+            "total_bytes": self.total_bytes,
+            "summary": self.summary(),
+        }
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What garbage collection removed (or, in a dry run, would remove)."""
+
+    dry_run: bool
+    bytes_freed: int
+    blobs_removed: int
+    packs_removed: int
+    packs_rewritten: int
+    orphan_files_removed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "bytes_freed": self.bytes_freed,
+            "blobs_removed": self.blobs_removed,
+            "packs_removed": self.packs_removed,
+            "packs_rewritten": self.packs_rewritten,
+            "orphan_files_removed": self.orphan_files_removed,
+        }
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A stored tensor that is corrupt or missing, and which versions use it."""
+
+    digest: str
+    pack_id: str
+    kind: str  # "corrupt" or "missing"
+    used_by: tuple[str, ...]  # "name:version tensor-name"
+
+    def __str__(self) -> str:
+        users = ", ".join(self.used_by[:3]) + (
+            f" and {len(self.used_by) - 3} more" if len(self.used_by) > 3 else ""
+        )
+        return f"{self.kind} tensor sha256:{self.digest[:12]} in pack {self.pack_id} (used by {users or 'no version'})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digest": f"sha256:{self.digest}",
+            "pack_id": self.pack_id,
+            "kind": self.kind,
+            "used_by": list(self.used_by),
+        }
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The result of re-hashing stored tensors."""
+
+    checked: int
+    checked_bytes: int
+    corrupt: list[Problem]
+    missing: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.corrupt or self.missing)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "checked_bytes": self.checked_bytes,
+            "corrupt": [p.to_dict() for p in self.corrupt],
+            "missing": [p.to_dict() for p in self.missing],
+        }

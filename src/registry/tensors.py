@@ -65,3 +65,23 @@ def from_buffer(buffer: memoryview, dtype: torch.dtype, shape: Sequence[int]) ->
     if numel == 0:
         return torch.empty(tuple(shape), dtype=dtype)
     return torch.frombuffer(buffer, dtype=dtype, count=numel).reshape(tuple(shape))
+
+
+def difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(max |b - a|, ||b - a|| / ||a||) in float64, one block at a time.
+
+    The relative norm is 0 when both are zero and inf when only ``a`` is.
+    """
+    x, y = a.reshape(-1), b.reshape(-1)
+    max_abs, diff_sq, base_sq = 0.0, 0.0, 0.0
+    step = 1 << 22
+    for start in range(0, x.numel(), step):
+        xs = x[start : start + step].to(torch.float64)
+        delta = y[start : start + step].to(torch.float64) - xs
+        if delta.numel():
+            max_abs = max(max_abs, float(delta.abs().max()))
+        diff_sq += float(delta.square().sum())
+        base_sq += float(xs.square().sum())
+    if base_sq == 0.0:
+        return max_abs, 0.0 if diff_sq == 0.0 else math.inf
+    return max_abs, math.sqrt(diff_sq / base_sq)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from .models import Blob, Model, Pack, Tag, TensorRow, Version, utcnow
+from .models import Alias, Blob, Model, Pack, Tag, TensorRow, Version, utcnow
 
 #: Bound parameters per IN (...) query; SQLite's default limit is 32766.
 _CHUNK = 900
@@ -25,24 +26,48 @@ def version_by_digest(session: Session, name: str, digest: str) -> Version | Non
     )
 
 
+def missing_blobs(session: Session, digests: Iterable[str]) -> set[str]:
+    """Which of ``digests`` have no stored blob (any more)."""
+    wanted = sorted(set(digests))
+    found: set[str] = set()
+    for chunk in _chunks(wanted):
+        found.update(session.scalars(select(Blob.digest).where(Blob.digest.in_(chunk))))
+    return set(wanted) - found
+
+
 def blobs_without_checksum(session: Session) -> list[Blob]:
     """Blobs stored before checksums existed (schema revision 0001)."""
     return list(session.scalars(select(Blob).where(Blob.checksum.is_(None)).order_by(Blob.pack_id)))
 
 
-def next_version(session: Session, name: str) -> tuple[Model, int]:
+def next_version(session: Session, name: str, wanted: int | None = None) -> tuple[Model, int]:
     """Create the model row if needed and take the next version number (never reused).
 
-    Callers hold the write lock (SQLite ``BEGIN IMMEDIATE``; a row lock elsewhere).
+    With ``wanted``, that number is taken if no version ever had it (it is above the
+    model's last number), else the next one. Callers hold the write lock (SQLite
+    ``BEGIN IMMEDIATE``; a row lock elsewhere).
     """
     model = session.scalar(select(Model).where(Model.name == name).with_for_update())
     if model is None:
         model = Model(name=name, last_version=0, created_at=utcnow())
         session.add(model)
         session.flush()
-    model.last_version += 1
+    if wanted is not None and wanted > model.last_version:
+        model.last_version = wanted
+    else:
+        model.last_version += 1
     session.flush()
     return model, model.last_version
+
+
+def set_alias(session: Session, model_id: int, alias: str, version_id: int) -> None:
+    """Point ``alias`` of a model at a version, moving it if it pointed elsewhere."""
+    existing = session.get(Alias, (model_id, alias))
+    if existing is None:
+        session.add(Alias(model_id=model_id, alias=alias, version_id=version_id))
+    else:
+        existing.version_id = version_id
+    session.flush()
 
 
 def _insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -104,6 +129,8 @@ def add_version(
     source_format: str,
     tensors: Sequence[tuple[str, str, Sequence[int], str, int]],
     tags: Mapping[str, str],
+    parent_id: int | None = None,
+    created_at: datetime | None = None,
 ) -> Version:
     """Insert a version with its tensor table and tags."""
     version = Version(
@@ -113,12 +140,13 @@ def add_version(
         arch=arch,
         arch_kwargs=dict(arch_kwargs),
         description=description,
+        parent_id=parent_id,
         total_bytes=sum(t[4] for t in tensors),
         param_count=param_count,
         tensor_count=len(tensors),
         torch_version=torch_version,
         source_format=source_format,
-        created_at=utcnow(),
+        created_at=created_at or utcnow(),
     )
     session.add(version)
     session.flush()

@@ -98,6 +98,38 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[start : start + size]
 
 
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+SORTS = {
+    "created": ("v.created_at DESC", "v.id DESC"),
+    "name": ("m.name ASC", "v.version ASC"),
+    "size": ("v.total_bytes DESC", "v.id DESC"),
+    "params": ("v.param_count DESC", "v.id DESC"),
+}
+
+
+def _order(sort: str, reverse: bool) -> str:
+    terms = SORTS[sort]
+    if reverse:
+        flip = {"ASC": "DESC", "DESC": "ASC"}
+        terms = tuple(f"{t.rsplit(' ', 1)[0]} {flip[t.rsplit(' ', 1)[1]]}" for t in terms)
+    return ", ".join(terms)
+
+
+def _glob_to_like(pattern: str) -> str:
+    """``res*`` -> ``res%`` with LIKE's own wildcards escaped (escape character ``!``)."""
+    out = []
+    for char in pattern:
+        if char in "%_!":
+            out.append("!" + char)
+        elif char == "*":
+            out.append("%")
+        elif char == "?":
+            out.append("_")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
@@ -202,21 +234,77 @@ class Catalog:
         return VersionRow(*self.execute(_FROM_VERSIONS + " WHERE v.id = ?", (version_id,))[0])
 
     def list_versions(
-        self, name: str | None = None, tags: Mapping[str, str] | None = None
+        self,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        arch: str | None = None,
+        since: datetime | None = None,
+        before: datetime | None = None,
+        sort: str = "created",
+        reverse: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[VersionRow]:
-        """Versions newest first, of one model if named, with all the given tags."""
-        sql, params = _FROM_VERSIONS, []
-        conditions = []
+        """Versions matching every filter, in ``sort`` order, one page of them.
+
+        One query whatever the page size; the default order (newest first) walks the
+        ``created_at`` index, so a page costs the same with 10 or 10,000 versions.
+        """
+        where, params = self._where(name, tags, arch, since, before)
+        sql = f"{_FROM_VERSIONS}{where} ORDER BY {_order(sort, reverse)}"
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            params += [-1 if limit is None and self._qmark else limit, offset]
+        return [VersionRow(*row) for row in self.execute(sql, params)]
+
+    def count_versions(
+        self,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        arch: str | None = None,
+        since: datetime | None = None,
+        before: datetime | None = None,
+    ) -> int:
+        where, params = self._where(name, tags, arch, since, before)
+        sql = "SELECT COUNT(*) FROM versions v JOIN models m ON m.id = v.model_id" + where
+        return int(self.execute(sql, params)[0][0])
+
+    def _where(
+        self,
+        name: str | None,
+        tags: Mapping[str, str] | None,
+        arch: str | None,
+        since: datetime | None,
+        before: datetime | None,
+    ) -> tuple[str, list[Any]]:
+        conditions, params = [], []
         if name is not None:
-            conditions.append("m.name = ?")
-            params.append(name)
+            if any(c in name for c in "*?"):
+                conditions.append("m.name LIKE ? ESCAPE '!'")
+                params.append(_glob_to_like(name))
+            else:
+                conditions.append("m.name = ?")
+                params.append(name)
         for key, value in (tags or {}).items():
             conditions.append("v.id IN (SELECT version_id FROM tags WHERE key = ? AND value = ?)")
             params += [key, value]
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        sql += " ORDER BY v.created_at DESC, v.id DESC"
-        return [VersionRow(*row) for row in self.execute(sql, params)]
+        if arch is not None:
+            conditions.append("v.arch = ?")
+            params.append(arch)
+        if since is not None:
+            conditions.append("v.created_at >= ?")
+            params.append(self._timestamp(since))
+        if before is not None:
+            conditions.append("v.created_at < ?")
+            params.append(self._timestamp(before))
+        return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+    def _timestamp(self, moment: datetime) -> Any:
+        """SQLite keeps naive UTC text (as SQLAlchemy wrote it); others take datetimes."""
+        moment = moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=None).strftime(_SQLITE_TIME) if self._qmark else moment
 
     def records(
         self, versions: Sequence[VersionRow], *, with_tensors: bool = False
@@ -301,6 +389,104 @@ class Catalog:
                 chunk,
             ):
                 found.setdefault(row[4], []).append(StoredBlob(*row[:4]))
+        return found
+
+    # -- aliases, descriptions, lineage, removal --------------------------------------
+
+    def set_alias(self, version: VersionRow, alias: str) -> None:
+        """Point ``alias`` of the version's model at it, moving it from any other version."""
+        self.execute(
+            "INSERT INTO aliases (model_id, alias, version_id) VALUES (?, ?, ?) "
+            "ON CONFLICT (model_id, alias) DO UPDATE SET version_id = excluded.version_id",
+            (version.model_id, alias, version.id),
+        )
+
+    def delete_alias(self, model_id: int, alias: str) -> None:
+        self.execute("DELETE FROM aliases WHERE model_id = ? AND alias = ?", (model_id, alias))
+
+    def aliases_of(self, version_id: int) -> list[str]:
+        return [
+            a
+            for (a,) in self.execute(
+                "SELECT alias FROM aliases WHERE version_id = ? ORDER BY alias", (version_id,)
+            )
+        ]
+
+    def set_description(self, version_id: int, description: str | None) -> None:
+        self.execute("UPDATE versions SET description = ? WHERE id = ?", (description, version_id))
+
+    def lineage(self, version: VersionRow, limit: int = 1000) -> list[VersionRow]:
+        """The version, its parent, its parent's parent, ... (cycles cannot occur, but stop)."""
+        chain = [version]
+        while chain[-1].parent_id is not None and len(chain) < limit:
+            chain.append(self.version_by_id(chain[-1].parent_id))
+        return chain
+
+    def delete_version(self, version_id: int) -> None:
+        """Delete a version with its tags, tensor rows and aliases (children keep no parent)."""
+        self.execute("DELETE FROM versions WHERE id = ?", (version_id,))
+
+    def known_digests(self, digests: Sequence[str]) -> set[str]:
+        """Which of ``digests`` are stored."""
+        found: set[str] = set()
+        for chunk in _chunks(list(digests)):
+            found.update(
+                d
+                for (d,) in self.execute(
+                    f"SELECT digest FROM blobs WHERE digest IN ({_marks(len(chunk))})", chunk
+                )
+            )
+        return found
+
+    # -- the store's bookkeeping (gc, verify) ------------------------------------------
+
+    def all_blobs(self) -> list[tuple[StoredBlob, str | None]]:
+        """Every stored blob with its checksum, pack by pack in file order."""
+        return [
+            (StoredBlob(d, p, o, n), c)
+            for d, p, o, n, c in self.execute(
+                'SELECT digest, pack_id, "offset", nbytes, checksum FROM blobs '
+                'ORDER BY pack_id, "offset"'
+            )
+        ]
+
+    def live_digests(self) -> set[str]:
+        """Digests some version's tensor uses."""
+        return {d for (d,) in self.execute("SELECT DISTINCT digest FROM tensors")}
+
+    def packs(self) -> dict[str, int]:
+        return {p: int(n) for p, n in self.execute("SELECT id, nbytes FROM packs")}
+
+    def add_pack_row(self, pack_id: str, nbytes: int) -> None:
+        self.execute(
+            "INSERT INTO packs (id, nbytes, created_at) VALUES (?, ?, ?)",
+            (pack_id, nbytes, self._timestamp(datetime.now(timezone.utc))),
+        )
+
+    def move_blob(self, digest: str, pack_id: str, offset: int) -> None:
+        self.execute(
+            'UPDATE blobs SET pack_id = ?, "offset" = ? WHERE digest = ?', (pack_id, offset, digest)
+        )
+
+    def delete_blobs(self, digests: Sequence[str]) -> None:
+        for chunk in _chunks(list(digests)):
+            self.execute(f"DELETE FROM blobs WHERE digest IN ({_marks(len(chunk))})", chunk)
+
+    def delete_pack_rows(self, pack_ids: Sequence[str]) -> None:
+        for chunk in _chunks(list(pack_ids)):
+            self.execute(f"DELETE FROM packs WHERE id IN ({_marks(len(chunk))})", chunk)
+
+    def users_of(self, digests: Sequence[str]) -> dict[str, list[str]]:
+        """``name:version tensor`` for every use of each digest."""
+        found: dict[str, list[str]] = {d: [] for d in digests}
+        for chunk in _chunks(list(digests)):
+            for digest, name, number, tensor in self.execute(
+                "SELECT t.digest, m.name, v.version, t.name FROM tensors t "
+                "JOIN versions v ON v.id = t.version_id JOIN models m ON m.id = v.model_id "
+                f"WHERE t.digest IN ({_marks(len(chunk))}) ORDER BY m.name, v.version, t.position",
+                chunk,
+            ):
+                found[digest].append(f"{name}:{number} {tensor}")
         return found
 
     # -- tags ---------------------------------------------------------------------

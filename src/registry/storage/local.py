@@ -180,6 +180,19 @@ class LocalStore:
             return  # it cleaned up after itself
         self.discard(written.pack_id)
 
+    def files(self) -> list[tuple[str | None, Path, os.stat_result]]:
+        """Pack files and unfinished temporary files on disk: (pack id or None, path, stat)."""
+        found: list[tuple[str | None, Path, os.stat_result]] = []
+        packs = self.root / "packs"
+        if packs.is_dir():
+            for path in sorted(packs.glob("*/*.pack")):
+                if _PACK_ID_RE.fullmatch(path.stem):
+                    found.append((path.stem, path, path.stat()))
+        tmp = self.root / "tmp"
+        if tmp.is_dir():
+            found.extend((None, path, path.stat()) for path in sorted(tmp.glob("*.tmp")))
+        return found
+
     def discard(self, pack_id: str) -> None:
         """Remove a pack that no catalogue row references (e.g. after a failed commit)."""
         self.pack_path(pack_id).unlink(missing_ok=True)

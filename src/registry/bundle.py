@@ -1,0 +1,403 @@
+"""Bundles: versions with everything they need, in one tar file, to move between registries.
+
+Layout (an uncompressed POSIX tar, members in this order)::
+
+    manifest.json          format, the versions (catalogue rows, tags, aliases,
+                           lineage, tensor tables) and the size of every blob
+    blobs/<sha256>         one member per distinct tensor, its raw bytes
+
+A bundle is untrusted input. Import accepts only regular-file members named exactly
+as above, parses the manifest strictly, checks every version digest against its
+tensor table and every blob against its sha256, and changes nothing (no file, no
+row) until all of that has passed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import IntegrityError, InvalidArgumentError, RegistryError, StorageError
+from .keyvalue import validate_arch_kwargs, validate_tags
+from .records import ModelVersion
+from .refs import parse_ref, validate_alias, validate_name
+from .storage import manifest_digest, sha256_many
+
+BUNDLE_FORMAT = "registry-bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 256 << 20
+_BLOB_RE = re.compile(r"blobs/([0-9a-f]{64})")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: Bytes per element of every dtype a registry stores (torch names, without torch).
+DTYPE_SIZES = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16,
+    "complex64": 8, "complex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
+    "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "bool": 1,
+    "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote."""
+
+    path: str
+    versions: list[str]
+    tensors: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "versions": self.versions,
+            "tensors": self.tensors,
+            "bytes": self.bytes,
+        }
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did: per version (ref in the bundle, ref here, newly created?)."""
+
+    versions: list[tuple[str, str, bool]]
+    tensors_written: int
+    bytes_written: int
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "versions": [{"source": s, "ref": t, "created": c} for s, t, c in self.versions],
+            "tensors_written": self.tensors_written,
+            "bytes_written": self.bytes_written,
+            "notes": list(self.notes),
+        }
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+def version_entry(record: ModelVersion) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "version": record.version,
+        "digest": record.digest,
+        "arch": record.arch,
+        "arch_kwargs": record.arch_kwargs,
+        "description": record.description,
+        "tags": record.tags,
+        "aliases": list(record.aliases),
+        "parent": record.parent,
+        "created_at": record.created_at.isoformat(),
+        "torch_version": record.torch_version,
+        "source_format": record.source_format,
+        "param_count": record.param_count,
+        "tensors": [[t.name, t.dtype, list(t.shape), t.digest, t.nbytes] for t in record.tensors],
+    }
+
+
+class _ViewReader(io.RawIOBase):
+    """A read-only file over a memoryview, so tarfile copies without a full-size bytes."""
+
+    def __init__(self, view: memoryview):
+        self._view, self._pos = view, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._view[self._pos : self._pos + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+
+def write_bundle(
+    target: Path,
+    records: Sequence[ModelVersion],
+    blobs: Mapping[str, memoryview],
+    progress: Callable[[int], None] | None = None,
+) -> ExportReport:
+    """Write ``records`` and the ``blobs`` they use to ``target`` atomically."""
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "versions": [version_entry(r) for r in records],
+        "blobs": {d: v.nbytes for d, v in blobs.items()},
+    }
+    text = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+    folder = target.parent if str(target.parent) else Path(".")
+    tmp = folder / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with (
+            open(tmp, "xb") as raw,
+            tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            _add(tar, MANIFEST, io.BytesIO(text), len(text))
+            for digest, view in blobs.items():
+                _add(tar, f"blobs/{digest}", _ViewReader(view), view.nbytes)
+                if progress is not None:
+                    progress(view.nbytes)
+            tar.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportReport(
+        path=str(target),
+        versions=[r.ref for r in records],
+        tensors=len(blobs),
+        bytes=sum(v.nbytes for v in blobs.values()),
+    )
+
+
+def _add(tar: tarfile.TarFile, name: str, data: Any, size: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o444, 0
+    tar.addfile(info, data)
+
+
+# -- import ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleVersion:
+    """One version as the bundle describes it, validated."""
+
+    name: str
+    version: int
+    digest: str
+    arch: str
+    arch_kwargs: dict[str, Any]
+    description: str | None
+    tags: dict[str, str]
+    aliases: list[str]
+    parent: str | None
+    created_at: datetime
+    torch_version: str
+    source_format: str
+    param_count: int
+    tensors: list[tuple[str, str, list[int], str, int]]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+class Bundle:
+    """An opened, checked bundle: its versions, and its blobs' members for reading."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        try:
+            self._tar = tarfile.open(self.path, mode="r:")
+        except (OSError, tarfile.TarError) as exc:
+            raise InvalidArgumentError(f"{self.path} is not a registry bundle: {exc}") from None
+        try:
+            self._members = self._check_members(self._tar.getmembers())
+            self.versions, self.blob_sizes = self._read_manifest()
+        except BaseException:
+            self._tar.close()
+            raise
+
+    def close(self) -> None:
+        self._tar.close()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_members(self, members: Iterable[tarfile.TarInfo]) -> dict[str, tarfile.TarInfo]:
+        found: dict[str, tarfile.TarInfo] = {}
+        for member in members:
+            name = member.name
+            if not member.isreg():
+                raise IntegrityError(
+                    f"bundle member {name!r} is not a regular file (links and folders are refused)"
+                )
+            if name != MANIFEST and not _BLOB_RE.fullmatch(name):
+                raise IntegrityError(f"bundle member {name!r} is not part of the bundle format")
+            if name in found:
+                raise IntegrityError(f"bundle member {name!r} appears twice")
+            found[name] = member
+        if MANIFEST not in found:
+            raise IntegrityError(f"{self.path} has no {MANIFEST}: not a registry bundle")
+        return found
+
+    def _read_manifest(self) -> tuple[list[BundleVersion], dict[str, int]]:
+        member = self._members[MANIFEST]
+        if member.size > MAX_MANIFEST_BYTES:
+            raise IntegrityError(f"{MANIFEST} is {member.size} bytes: too large")
+        raw = self._read(member)
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise IntegrityError(f"{MANIFEST} is not valid JSON: {exc}") from None
+        try:
+            return _parse_manifest(data, self._members)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, RegistryError):
+                raise IntegrityError(f"malformed {MANIFEST}: {exc}") from None
+            raise IntegrityError(f"malformed {MANIFEST}: {type(exc).__name__}: {exc}") from None
+
+    def _read(self, member: tarfile.TarInfo) -> bytes:
+        handle = self._tar.extractfile(member)
+        if handle is None:  # pragma: no cover - regular files always have data
+            raise IntegrityError(f"cannot read bundle member {member.name!r}")
+        data = handle.read()
+        if len(data) != member.size:
+            raise IntegrityError(f"bundle member {member.name!r} is truncated")
+        return data
+
+    def blob(self, digest: str) -> bytes:
+        """A blob's bytes, checked against its sha256 (raises IntegrityError if they differ)."""
+        data = self._read(self._members[f"blobs/{digest}"])
+        if sha256_many([data])[0] != digest:
+            raise IntegrityError(
+                f"bundle blob sha256:{digest[:12]}... does not match its digest: the bundle "
+                "was damaged or tampered with"
+            )
+        return data
+
+
+def _parse_manifest(
+    data: Any, members: Mapping[str, tarfile.TarInfo]
+) -> tuple[list[BundleVersion], dict[str, int]]:
+    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"format is not {BUNDLE_FORMAT!r}")
+    if data.get("version") != BUNDLE_VERSION:
+        raise ValueError(f"unsupported bundle version {data.get('version')!r}")
+    sizes = data["blobs"]
+    if not isinstance(sizes, dict):
+        raise TypeError("blobs must be an object")
+    for digest, size in sizes.items():
+        if not _HEX64.fullmatch(digest) or type(size) is not int or size < 0:
+            raise ValueError(f"bad blob entry {digest!r}")
+        member = members.get(f"blobs/{digest}")
+        if member is None:
+            raise ValueError(f"blob {digest[:12]}... is listed but not in the bundle")
+        if member.size != size:
+            raise ValueError(f"blob {digest[:12]}... is {member.size} bytes, listed as {size}")
+    extra = {m[6:] for m in members if m != MANIFEST} - set(sizes)
+    if extra:
+        raise ValueError(f"{len(extra)} blob member(s) are not listed in the manifest")
+    entries = data["versions"]
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("versions must be a non-empty list")
+    versions = [_parse_version(e, sizes) for e in entries]
+    refs = [v.ref for v in versions]
+    if len(set(refs)) != len(refs):
+        raise ValueError("a version appears twice")
+    return versions, dict(sizes)
+
+
+def _text(value: Any, field: str, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a string")
+    return value
+
+
+def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
+    if not isinstance(entry, dict):
+        raise TypeError("each version must be an object")
+    name = validate_name(_text(entry["name"], "name"))
+    number = entry["version"]
+    if type(number) is not int or number < 1:
+        raise ValueError(f"{name}: version must be a positive integer")
+    digest = _text(entry["digest"], "digest")
+    if not _HEX64.fullmatch(digest):
+        raise ValueError(f"{name}:{number}: digest is not a sha256")
+    tensors = []
+    seen: set[str] = set()
+    raw_tensors = entry["tensors"]
+    if not isinstance(raw_tensors, list) or not raw_tensors:
+        raise ValueError(f"{name}:{number}: tensors must be a non-empty list")
+    for item in raw_tensors:
+        tname, dtype, shape, tdigest, nbytes = item
+        _text(tname, "tensor name")
+        if tname in seen:
+            raise ValueError(f"{name}:{number}: tensor {tname!r} appears twice")
+        seen.add(tname)
+        if dtype not in DTYPE_SIZES:
+            raise ValueError(f"{name}:{number}: unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape):
+            raise ValueError(f"{name}:{number}: bad shape for {tname!r}")
+        count = 1
+        for d in shape:
+            count *= d
+        if type(nbytes) is not int or nbytes != count * DTYPE_SIZES[dtype]:
+            raise ValueError(f"{name}:{number}: size of {tname!r} does not match its shape")
+        if not isinstance(tdigest, str) or tdigest not in sizes:
+            raise ValueError(f"{name}:{number}: tensor {tname!r} uses a blob the bundle lacks")
+        if sizes[tdigest] != nbytes:
+            raise ValueError(f"{name}:{number}: blob of {tname!r} has the wrong size")
+        tensors.append((tname, dtype, shape, tdigest, nbytes))
+    if manifest_digest((n, d, s, h) for n, d, s, h, _ in tensors) != digest:
+        raise ValueError(f"{name}:{number}: digest does not match its tensor table")
+    aliases = entry.get("aliases") or []
+    if not isinstance(aliases, list):
+        raise TypeError(f"{name}:{number}: aliases must be a list")
+    parent = _text(entry.get("parent"), "parent", optional=True)
+    if parent is not None:
+        parse_ref(parent)
+    created = datetime.fromisoformat(_text(entry["created_at"], "created_at"))
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=timezone.utc)
+    param_count = entry["param_count"]
+    if type(param_count) is not int or param_count < 0:
+        raise ValueError(f"{name}:{number}: param_count must be a non-negative integer")
+    return BundleVersion(
+        name=name,
+        version=number,
+        digest=digest,
+        arch=_text(entry["arch"], "arch"),
+        arch_kwargs=validate_arch_kwargs(entry.get("arch_kwargs") or {}),
+        description=_text(entry.get("description"), "description", optional=True),
+        tags=validate_tags(entry.get("tags") or {}),
+        aliases=[validate_alias(_text(a, "alias")) for a in aliases],
+        parent=parent,
+        created_at=created,
+        torch_version=_text(entry["torch_version"], "torch_version"),
+        source_format=_text(entry["source_format"], "source_format"),
+        param_count=param_count,
+        tensors=tensors,
+    )
+
+
+def in_lineage_order(versions: Sequence[BundleVersion]) -> list[BundleVersion]:
+    """Parents before their children (for those whose parent is in the bundle too)."""
+    by_ref = {v.ref: v for v in versions}
+    ordered: list[BundleVersion] = []
+    placed: set[str] = set()
+
+    def place(v: BundleVersion, depth: int = 0) -> None:
+        if v.ref in placed or depth > len(versions):
+            return
+        if v.parent in by_ref:
+            place(by_ref[v.parent], depth + 1)
+        placed.add(v.ref)
+        ordered.append(v)
+
+    for v in versions:
+        place(v)
+    return ordered
