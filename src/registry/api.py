@@ -364,7 +364,7 @@ class Registry:
                 names = ", ".join(f"{version.name}:{a}" for a in record.aliases)
                 raise InvalidArgumentError(
                     f"{record.ref} is what {names} point{'s' if len(record.aliases) == 1 else ''} "
-                    "at; move the alias first, or force the removal (which deletes it)"
+                    "at; move the alias first, or remove with --force (force=True), which deletes it"
                 )
             catalog.delete_version(version.id)
             return record

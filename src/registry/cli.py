@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -83,6 +85,7 @@ def cli() -> None:
     help="Constructor argument, e.g. num_classes=10 (JSON values); repeatable.",
 )
 @click.option("--description", help="Free text stored with the version.")
+@click.option("--parent", metavar="REF", help="The version these weights were fine-tuned from.")
 @json_option
 def push(
     path: str,
@@ -91,6 +94,7 @@ def push(
     tags: tuple[str, ...],
     arch_args: tuple[str, ...],
     description: str | None,
+    parent: str | None,
     as_json: bool,
 ) -> None:
     """Store the state dict in PATH (.pth or .safetensors) as a new version."""
@@ -99,7 +103,13 @@ def push(
     kwargs = parse_arch_args(arch_args)
     labels = parse_tags(tags)
     mv = _registry().push(
-        path, name, arch=arch, arch_kwargs=kwargs, tags=labels, description=description
+        path,
+        name,
+        arch=arch,
+        arch_kwargs=kwargs,
+        tags=labels,
+        description=description,
+        parent=parent,
     )
     report = mv.pushed
     assert report is not None
@@ -161,7 +171,7 @@ def _guess_format(filename: str) -> str:
 
 
 @cli.command(name="list")
-@click.argument("name", required=False)
+@click.argument("name", required=False, metavar="[NAME|GLOB]")
 @click.option(
     "--tag",
     "tags",
@@ -169,17 +179,48 @@ def _guess_format(filename: str) -> str:
     metavar="K=V",
     help="Only versions with this tag; repeatable (ANDed).",
 )
+@click.option("--arch", help="Only versions of this architecture.")
+@click.option("--since", metavar="DATE", help="Created at or after DATE (ISO 8601, UTC).")
+@click.option("--before", metavar="DATE", help="Created before DATE (ISO 8601, UTC).")
+@click.option(
+    "--sort",
+    type=click.Choice(["created", "name", "size", "params"]),
+    default="created",
+    show_default=True,
+    help="Order: newest, by name and version, largest, most parameters.",
+)
+@click.option("--reverse", is_flag=True, help="Reverse the order.")
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=100, show_default=True,
+    help="Show at most N versions (0: all).",
+)  # fmt: skip
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip the first N.")
 @json_option
-def list_(name: str | None, tags: tuple[str, ...], as_json: bool) -> None:
-    """List versions, newest first."""
+def list_(
+    name: str | None,
+    tags: tuple[str, ...],
+    arch: str | None,
+    since: str | None,
+    before: str | None,
+    sort: str,
+    reverse: bool,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """List versions, newest first; NAME may be a glob such as 'res*'."""
     from .keyvalue import parse_tags
 
-    versions = _registry().list(name, parse_tags(tags))
+    reg = _registry()
+    filters = {"tags": parse_tags(tags), "arch": arch, "since": since, "before": before}
+    versions = reg.list(
+        name, **filters, sort=sort, reverse=reverse, limit=limit or None, offset=offset
+    )
     if as_json:
         _emit_json([mv.to_dict(tensors=False) for mv in versions])
         return
     if not versions:
-        _say("no versions" + (f" of {name}" if name else "") + " in the registry")
+        _say("no versions" + (f" of {name}" if name else "") + " match")
         return
     rows = [
         [
@@ -198,6 +239,13 @@ def list_(name: str | None, tags: tuple[str, ...], as_json: bool) -> None:
             ["REF", "ARCH", "PARAMS", "SIZE", "DIGEST", "CREATED", "TAGS"], rows, right=(2, 3)
         )
     )
+    if limit and (len(versions) == limit or offset):
+        total = reg.count(name, **filters)
+        if total > len(versions):
+            _say(
+                f"showing {offset + 1:,}-{offset + len(versions):,} of {total:,}; "
+                "use --limit/--offset for more"
+            )
 
 
 @cli.command()
@@ -205,7 +253,8 @@ def list_(name: str | None, tags: tuple[str, ...], as_json: bool) -> None:
 @json_option
 def show(ref: str, as_json: bool) -> None:
     """Show a version's metadata and its tensor table."""
-    mv = _registry().get(ref)
+    reg = _registry()
+    mv = reg.get(ref)
     if as_json:
         _emit_json(mv.to_dict())
         return
@@ -225,7 +274,8 @@ def show(ref: str, as_json: bool) -> None:
     if mv.tags:
         fields.append(("tags", ", ".join(f"{k}={v}" for k, v in mv.tags.items())))
     if mv.parent:
-        fields.append(("parent", mv.parent))
+        chain = reg.lineage(mv.ref)
+        fields.append(("lineage", " <- ".join(v.ref for v in chain)))
     if mv.description:
         fields.append(("description", mv.description))
     width = max(len(k) for k, _ in fields)
@@ -267,6 +317,205 @@ def _show_tags(mv: Any, as_json: bool) -> None:
     labels = ", ".join(f"{k}={v}" for k, v in mv.tags.items()) or "no tags"
     _say(f"{mv.ref}: {labels}")
     click.echo(mv.ref)
+
+
+@cli.command()
+@click.argument("ref", required=False)
+@click.argument("alias_name", required=False, metavar="ALIAS")
+@click.option("--delete", "delete", metavar="NAME:ALIAS", help="Delete this alias instead.")
+@json_option
+def alias(ref: str | None, alias_name: str | None, delete: str | None, as_json: bool) -> None:
+    """Point ALIAS (e.g. production) of REF's model at REF, moving it if it was elsewhere."""
+    reg = _registry()
+    if delete:
+        if ref or alias_name:
+            raise click.UsageError("give either REF ALIAS or --delete NAME:ALIAS")
+        mv = reg.unalias(delete)
+        message = f"deleted {delete} (it pointed at {mv.ref})"
+    else:
+        if not (ref and alias_name):
+            raise click.UsageError("give REF ALIAS, or --delete NAME:ALIAS")
+        mv = reg.alias(ref, alias_name)
+        message = f"{mv.name}:{alias_name} -> {mv.ref}"
+    if as_json:
+        _emit_json(mv.to_dict(tensors=False))
+        return
+    _say(message)
+    click.echo(mv.ref)
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("text", required=False)
+@click.option("--clear", is_flag=True, help="Remove the description.")
+@json_option
+def describe(ref: str, text: str | None, clear: bool, as_json: bool) -> None:
+    """Set the description of REF."""
+    if (text is None) == (not clear):
+        raise click.UsageError("give TEXT, or --clear")
+    mv = _registry().describe(ref, None if clear else text)
+    if as_json:
+        _emit_json(mv.to_dict(tensors=False))
+        return
+    click.echo(mv.ref)
+
+
+@cli.command()
+@click.argument("a", metavar="REF_A")
+@click.argument("b", metavar="REF_B")
+@json_option
+def diff(a: str, b: str, as_json: bool) -> None:
+    """Compare the tensors of two versions (B against A)."""
+    result = _registry().diff(a, b)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    rows = [["added", t.name, _format.shape(t.shape), t.dtype, ""] for t in result.added]
+    rows += [["removed", t.name, _format.shape(t.shape), t.dtype, ""] for t in result.removed]
+    rows += [
+        ["reshaped", n, f"{_format.shape(sa)} -> {_format.shape(sb)}", "", ""]
+        for n, sa, sb in result.reshaped
+    ]
+    rows += [["dtype", n, "", f"{da} -> {db}", ""] for n, da, db in result.dtype_changed]
+    rows += [
+        ["changed", c.name, "", "", f"max |d| {c.max_abs_diff:.3g}, rel L2 {c.rel_l2:.3g}"]
+        for c in result.changed
+    ]
+    if rows:
+        click.echo(_format.table(["CHANGE", "TENSOR", "SHAPE", "DTYPE", "DIFFERENCE"], rows))
+    click.echo(f"{result.a} -> {result.b}: {result.summary()}")
+
+
+@cli.command(name="rm")
+@click.argument("ref")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Also delete the aliases that point at it.")
+@json_option
+def rm(ref: str, yes: bool, force: bool, as_json: bool) -> None:
+    """Delete a version (its tensors stay until `registry gc`)."""
+    reg = _registry()
+    mv = reg.get(ref)
+    if not yes:
+        aliases = f" (aliases: {', '.join(mv.aliases)})" if mv.aliases else ""
+        if not click.confirm(f"delete {mv.ref}{aliases}?", err=True):
+            raise click.ClickException("nothing deleted")
+    removed = reg.remove(mv.ref, force=force)
+    if as_json:
+        _emit_json(removed.to_dict(tensors=False))
+        return
+    _say(f"deleted {removed.ref}; run `registry gc` to free tensors no other version uses")
+    click.echo(removed.ref)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would be freed.")
+@json_option
+def gc(dry_run: bool, as_json: bool) -> None:
+    """Delete stored tensors that no version uses any more."""
+    report = _registry().gc(dry_run=dry_run)
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    verb = "would free" if dry_run else "freed"
+    _say(
+        f"{verb} {_format.size(report.bytes_freed)}: {report.blobs_removed} unused tensors, "
+        f"{report.packs_removed} packs deleted, {report.packs_rewritten} rewritten"
+        + (f", {report.orphan_files_removed} leftover files" if report.orphan_files_removed else "")
+    )
+    click.echo(report.bytes_freed)
+
+
+@cli.command()
+@click.argument("ref", required=False)
+@json_option
+def verify(ref: str | None, as_json: bool) -> None:
+    """Re-hash stored tensors (of REF, or all) and report corrupt or missing ones."""
+    report = _registry().verify(ref)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        for problem in report.corrupt + report.missing:
+            click.echo(str(problem))
+        _say(
+            f"checked {report.checked} tensors ({_format.size(report.checked_bytes)}): "
+            + (
+                "all intact"
+                if report.ok
+                else f"{len(report.corrupt)} corrupt, {len(report.missing)} missing"
+            )
+        )
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Bundle file to write.")
+@json_option
+def export(refs: tuple[str, ...], output: str, as_json: bool) -> None:
+    """Write versions and their tensors to a self-contained tar bundle."""
+    with _progress(as_json, "exporting") as progress:
+        report = _registry().export(list(refs), output, progress=progress)
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    _say(
+        f"exported {', '.join(report.versions)}: {report.tensors} tensors, "
+        f"{_format.size(report.bytes)}"
+    )
+    click.echo(report.path)
+
+
+@cli.command(name="import")
+@click.argument("path", type=click.Path(dir_okay=False))
+@json_option
+def import_(path: str, as_json: bool) -> None:
+    """Add the versions of a bundle written by `registry export`."""
+    with _progress(as_json, "importing") as progress:
+        report = _registry().import_bundle(path, progress=progress)
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    for note in report.notes:
+        _say(f"note: {note}")
+    for source, target, created in report.versions:
+        state = "imported as" if created else "already here as"
+        _say(f"{source}: {state} {target}")
+    _say(f"wrote {_format.size(report.bytes_written)} ({report.tensors_written} new tensors)")
+    for _source, target, _created in report.versions:
+        click.echo(target)
+
+
+class _Bar:
+    """A byte-counting progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label: str):
+        self._label, self._done, self._last = label, 0, 0.0
+
+    def __call__(self, nbytes: int) -> None:
+        import time
+
+        self._done += nbytes
+        now = time.monotonic()
+        if now - self._last >= 0.1:
+            self._last = now
+            click.echo(f"\r{self._label} {_format.size(self._done)}", nl=False, err=True)
+
+    def finish(self) -> None:
+        if self._last:
+            click.echo(f"\r{self._label} {_format.size(self._done)}", err=True)
+
+
+@contextmanager
+def _progress(as_json: bool, label: str) -> Iterator[Any]:
+    if as_json or not sys.stderr.isatty():
+        yield None
+        return
+    bar = _Bar(label)
+    try:
+        yield bar
+    finally:
+        bar.finish()
 
 
 @cli.command()

@@ -24,7 +24,7 @@ from ..records import ModelVersion, TensorInfo
 from ..refs import Ref
 
 #: Bound parameters per IN (...) list; SQLite's default limit is 32766.
-_CHUNK = 900
+_CHUNK = 10_000
 
 _VERSION_COLUMNS = (
     "v.id, v.model_id, m.name, v.version, v.digest, v.arch, v.arch_kwargs, v.description, "
