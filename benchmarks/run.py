@@ -318,7 +318,7 @@ def compare_load_mlflow(bench: Bench) -> list[Row]:
         import mlflow
         import mlflow.pytorch
     except ImportError as exc:
-        return [Row(label, met=f"skipped ({exc}); enable: pip install ".[bench]"")]
+        return [Row(label, met=f"skipped ({exc}); enable: pip install '.[bench]'")]
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # its pickle warning on every save
     # MLflow >= 3 saves "pt2" (torch.export, needs an input example) by default; the
     # classic whole-module pickle is serialization_format="pickle", and loading it needs

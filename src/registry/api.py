@@ -678,6 +678,7 @@ class Registry:
         tags: Mapping[str, Any] | None = None,
         description: str | None = None,
         parent: str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> ModelVersion:
         """Store weights as a new version of ``name`` and return it.
 
@@ -736,7 +737,7 @@ class Registry:
                 stored = catalog.blobs_by_checksum(checksums)
             digests, fresh = self._match_stored(owners, views, checksums, stored)
             new = [views[i] for i in fresh]
-            written = self._store.start_pack(new) if new else None
+            written = self._store.start_pack(new, progress) if new else None
             if written is not None:
                 for i, digest in zip(fresh, written.digests):
                     digests[i] = digest
@@ -964,6 +965,7 @@ class Registry:
         path: str | os.PathLike[str] | None = None,
         *,
         format: str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Path:
         """Write the weights of ``ref`` to a file plain torch (or safetensors) reads back.
 
@@ -984,7 +986,7 @@ class Registry:
         target = Path(path)
         if target.is_dir():
             raise StorageError(f"cannot write {target}: it is a folder")
-        _write_weights(state, target, format, record)
+        _write_weights(state, target, format, record, progress)
         return target
 
 
@@ -1064,8 +1066,33 @@ def _read_source(source: Any) -> tuple[dict[str, torch.Tensor], str, list[str]]:
     )
 
 
+class _Counting:
+    """A binary file that reports how many bytes went through each write."""
+
+    def __init__(self, raw: Any, progress: Callable[[int], None]):
+        self._raw, self._progress = raw, progress
+
+    def write(self, data: Any) -> int:
+        written = self._raw.write(data)
+        self._progress(written)
+        return written
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seek(self, *args: Any) -> int:
+        return self._raw.seek(*args)
+
+
 def _write_weights(
-    state: dict[str, torch.Tensor], target: Path, format: str, record: ModelVersion
+    state: dict[str, torch.Tensor],
+    target: Path,
+    format: str,
+    record: ModelVersion,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     """Write atomically: a temporary file in the target folder, then rename."""
     import torch
@@ -1093,7 +1120,8 @@ def _write_weights(
                 metadata={"registry.ref": record.ref, "registry.arch": record.arch},
             )
         else:
-            torch.save(state, tmp)
+            with open(tmp, "wb") as raw:
+                torch.save(state, _Counting(raw, progress) if progress else raw)
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -102,15 +102,17 @@ def push(
 
     kwargs = parse_arch_args(arch_args)
     labels = parse_tags(tags)
-    mv = _registry().push(
-        path,
-        name,
-        arch=arch,
-        arch_kwargs=kwargs,
-        tags=labels,
-        description=description,
-        parent=parent,
-    )
+    with _progress(as_json, "pushing") as progress:
+        mv = _registry().push(
+            path,
+            name,
+            arch=arch,
+            arch_kwargs=kwargs,
+            tags=labels,
+            description=description,
+            parent=parent,
+            progress=progress,
+        )
     report = mv.pushed
     assert report is not None
     for note in report.notes:
@@ -148,7 +150,10 @@ def pull(ref: str, output: str | None, fmt: str | None, as_json: bool) -> None:
     """Write the weights of REF to a file that torch.load reads (digests verified)."""
     reg = _registry()
     mv = reg.get(ref)
-    path = reg.pull(mv.ref, output, format=fmt)  # the exact version, even if `ref` moves meanwhile
+    with _progress(as_json, "pulling") as progress:
+        path = reg.pull(
+            mv.ref, output, format=fmt, progress=progress
+        )  # the exact version, even if `ref` moves meanwhile
     if as_json:
         _emit_json(
             {

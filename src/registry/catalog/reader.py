@@ -314,18 +314,11 @@ class Catalog:
         tags: dict[int, dict[str, str]] = {i: {} for i in ids}
         aliases: dict[int, list[str]] = {i: [] for i in ids}
         parents: dict[int, str] = {}
-        for chunk in _chunks(ids):
-            for vid, key, value in self.execute(
-                f"SELECT version_id, key, value FROM tags WHERE version_id IN ({_marks(len(chunk))}) "
-                "ORDER BY key",
-                chunk,
-            ):
+        for vid, key, value in self._for_versions("version_id, key, value", "tags", "key", ids):
+            if vid in tags:
                 tags[vid][key] = value
-            for vid, alias in self.execute(
-                f"SELECT version_id, alias FROM aliases WHERE version_id IN ({_marks(len(chunk))}) "
-                "ORDER BY alias",
-                chunk,
-            ):
+        for vid, alias in self._for_versions("version_id, alias", "aliases", "alias", ids):
+            if vid in aliases:
                 aliases[vid].append(alias)
         parent_ids = sorted({v.parent_id for v in versions if v.parent_id is not None})
         for chunk in _chunks(parent_ids):
@@ -356,6 +349,24 @@ class Catalog:
             )
             for v in versions
         ]
+
+    def _for_versions(
+        self, columns: str, table: str, order: str, ids: Sequence[int]
+    ) -> list[tuple[Any, ...]]:
+        """Rows of ``table`` for these version ids in one statement, however many ids.
+
+        Up to _CHUNK ids go in an IN list; more than that (a listing of everything)
+        read the whole table once instead.
+        """
+        if not ids:
+            return []
+        if len(ids) > _CHUNK:
+            return self.execute(f"SELECT {columns} FROM {table} ORDER BY {order}")
+        return self.execute(
+            f"SELECT {columns} FROM {table} WHERE version_id IN ({_marks(len(ids))}) "
+            f"ORDER BY {order}",
+            ids,
+        )
 
     def _tensors(self, version_id: int) -> tuple[TensorInfo, ...]:
         return tuple(

@@ -19,7 +19,7 @@ import mmap
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -91,7 +91,11 @@ class LocalStore:
         written.wait()
         return written
 
-    def start_pack(self, buffers: Sequence[memoryview]) -> PackWritten:
+    def start_pack(
+        self,
+        buffers: Sequence[memoryview],
+        progress: Callable[[int], None] | None = None,
+    ) -> PackWritten:
         """Write ``buffers`` (distinct contents) as one new pack, hashing as it goes.
 
         The sha256 of each buffer is computed on a thread pool while this thread
@@ -133,6 +137,8 @@ class LocalStore:
                         _write_all(fd, memoryview(bytes(offset - position)))
                     _write_all(fd, buffer)
                     position = offset + buffer.nbytes
+                    if progress is not None:
+                        progress(buffer.nbytes)
                     if position - flushed >= _WRITEBACK_CHUNK:
                         _start_writeback(fd, flushed, position - flushed)
                         flushed = position
