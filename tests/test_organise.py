@@ -449,3 +449,27 @@ def test_archs_command(home: Path):
     header, *rows = run_cli("archs", check=True).stdout.strip().splitlines()
     assert "SOURCE" in header.split()
     assert "torchvision" in next(r for r in rows if r.split()[0] == "resnet18").split()
+
+
+def test_gc_during_a_push_never_leaves_a_version_without_its_tensors(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+):
+    """A push finds tensors stored; gc deletes them before the push commits; the push copes."""
+    state = sq_state(5)
+    reg.push(state, "old", arch=SQ)
+    reg.remove("old:1")  # its tensors are stored but unused: gc may take them any moment
+    real_match = Registry._match_stored
+    calls = []
+
+    def match_then_gc(self, *args):
+        found = real_match(self, *args)
+        if not calls:
+            calls.append(self.gc())  # between the push's look-up and its commit
+        return found
+
+    monkeypatch.setattr(Registry, "_match_stored", match_then_gc)
+    pushed = reg.push(state, "new", arch=SQ)
+    assert calls and calls[0].blobs_removed > 0
+    assert pushed.pushed.tensors_written > 0  # it noticed, and wrote them after all
+    assert reg.verify().ok
+    assert_same_state(reg.load_state_dict("new:1", verify="sha256"), state)
