@@ -285,17 +285,21 @@ def test_weights_for_another_architecture(home: Path, reg: Registry, resnet18_pt
 
 
 def test_head_size_mismatch_suggests_num_classes(home: Path, reg: Registry, tmp_path: Path):
+    """A head size other than the one asked for is refused, with the size the weights have.
+
+    (With no num_classes given at all, the registry infers it: see test_architectures.)
+    """
     state = make_model("resnet18", num_classes=10).state_dict()
     path = tmp_path / "cifar.pth"
     torch.save(state, path)
 
-    message = cli_error(*push_args(path))
+    message = cli_error(*push_args(path), "--arch-arg", "num_classes=5")
     assert "2 mis-shaped keys" in message
-    assert "fc.weight: weights [10, 512] vs model [1000, 512]" in message
+    assert "fc.weight: weights [10, 512] vs model [5, 512]" in message
     assert "num_classes=10" in message
 
     with pytest.raises(ArchitectureMismatchError) as info:
-        reg.push(state, "cifar", arch="resnet18")
+        reg.push(state, "cifar", arch="resnet18", arch_kwargs={"num_classes": 5})
     assert [k for k, _, _ in info.value.mismatched] == ["fc.weight", "fc.bias"]
     assert info.value.missing == [] and info.value.unexpected == []
     assert "--arch-arg num_classes=10" in str(info.value)

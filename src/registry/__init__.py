@@ -28,7 +28,8 @@ from .errors import (
     UnsafeCheckpointError,
     VersionNotFoundError,
 )
-from .records import ModelVersion, PushReport, TensorInfo
+from .plugins import architecture, register_architecture, unregister_architecture
+from .records import Diff, ModelVersion, PushReport, TensorInfo
 
 if TYPE_CHECKING:
     from .api import Registry
@@ -47,6 +48,10 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
 
 __all__ = [
     "Registry",
+    "architecture",
+    "register_architecture",
+    "unregister_architecture",
+    "Diff",
     "ModelVersion",
     "PushReport",
     "TensorInfo",

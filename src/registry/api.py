@@ -24,12 +24,15 @@ from . import config
 from .catalog import revision as schema_revision
 from .catalog.reader import SORTS, Catalog, Location, StoredBlob
 from .errors import (
+    ArchitectureError,
+    ArchitectureMismatchError,
+    ArchitectureNotFoundError,
     CatalogError,
     IntegrityError,
     InvalidArgumentError,
     StorageError,
 )
-from .keyvalue import validate_arch_kwargs, validate_tags
+from .keyvalue import format_kwargs, validate_arch_kwargs, validate_tags
 from .records import (
     Diff,
     GcReport,
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
     from torch import nn
 
+    from .architectures import Match
     from .bundle import ExportReport, ImportReport
 
 PULL_FORMATS = ("pth", "safetensors")
@@ -673,7 +677,7 @@ class Registry:
         source: Any,
         name: str | None = None,
         *,
-        arch: str,
+        arch: str | None = None,
         arch_kwargs: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
         description: str | None = None,
@@ -684,7 +688,12 @@ class Registry:
 
         ``source`` is a path to a ``.pth``/``.safetensors`` file, a state dict, or an
         ``nn.Module`` (its ``state_dict()``). The weights are checked against ``arch``
-        built with ``arch_kwargs`` before anything is stored. Weights identical to a
+        built with ``arch_kwargs`` before anything is stored. Without ``arch``, a
+        module is recorded by its registered name or import path with the arguments
+        in ``arch_kwargs`` or its ``config``/``hparams``; weights alone are matched
+        against every known architecture and the one that fits is used. A classifier
+        whose head size differs from the default gets ``num_classes`` inferred
+        (``pushed.notes`` says so). Weights identical to a
         version already under ``name`` return that version (``pushed.created`` is
         False) and write nothing. ``parent`` names the version these weights were
         fine-tuned from; :meth:`lineage` follows it.
@@ -701,7 +710,7 @@ class Registry:
         validate_name(name)
         kwargs = validate_arch_kwargs(arch_kwargs)
         clean_tags = validate_tags(tags)
-        if not isinstance(arch, str) or not arch:
+        if arch is not None and (not isinstance(arch, str) or not arch):
             raise InvalidArgumentError("arch= must name an architecture, e.g. 'resnet18'")
         parent_id = None
         if parent is not None:
@@ -709,16 +718,25 @@ class Registry:
                 parent_id = catalog.resolve(parse_ref(parent)).id
         self._ready()
 
-        architecture = architectures.resolve(arch)
-        expected = architectures.signature(architecture, kwargs)
         state, source_format, notes = _read_source(source)
         for key, value in state.items():
             check_storable(key, value)
-        architectures.check_weights(
-            expected.shapes,
-            {k: list(v.shape) for k, v in state.items()},
-            architecture.label(kwargs),
-        )
+        shapes = {k: list(v.shape) for k, v in state.items()}
+        if arch is None:
+            arch, kwargs = _choose_architecture(source, arch_kwargs, shapes, notes)
+        architecture = architectures.resolve(arch)
+        expected = architectures.signature(architecture, kwargs)
+        try:
+            architectures.check_weights(expected.shapes, shapes, architecture.label(kwargs))
+        except ArchitectureMismatchError:
+            fixed = architectures.head_size_fix(architecture, kwargs, shapes)
+            if fixed is None:
+                raise
+            kwargs = fixed
+            expected = architectures.signature(architecture, kwargs)
+            notes.append(
+                f"inferred num_classes={kwargs['num_classes']} from the weights' head size"
+            )
 
         owners, views = [], []  # owners keep the memory behind each view alive
         for value in state.values():
@@ -947,17 +965,74 @@ class Registry:
         return self._open(ref, verify)[1]
 
     def load(
-        self, ref: str, *, device: str | torch.device = "cpu", verify: bool | str = True
+        self,
+        ref: str,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        strict: bool = True,
+        verify: bool | str = True,
     ) -> nn.Module:
         """Rebuild the version's architecture with its stored arguments, weights in, eval mode.
 
-        ``verify`` is as for :meth:`load_state_dict`.
+        ``device`` is where the module ends up; ``dtype`` casts floating-point tensors
+        (e.g. ``torch.bfloat16``; integer buffers keep theirs); ``strict=False``
+        tolerates keys the architecture no longer has or lacks (new parameters keep
+        their fresh initialisation). ``verify`` is as for :meth:`load_state_dict`.
         """
         from . import architectures
 
         record, state = self._open(ref, verify)
-        architecture = architectures.resolve(record.arch)
-        return architectures.instantiate(architecture, record.arch_kwargs, state, device)
+        try:
+            architecture = architectures.resolve(record.arch)
+        except ArchitectureNotFoundError as exc:
+            raise ArchitectureNotFoundError(
+                f"{exc}; {record.ref} was stored as {record.arch}"
+                f"({format_kwargs(record.arch_kwargs)})"
+            ) from None
+        return architectures.instantiate(
+            architecture,
+            record.arch_kwargs,
+            _cast(state, dtype),
+            device,
+            strict=strict,
+        )
+
+    def load_into(
+        self,
+        module: nn.Module,
+        ref: str,
+        *,
+        strict: bool = True,
+        verify: bool | str = True,
+    ) -> nn.Module:
+        """Copy the weights of ``ref`` into a module the caller built; returns that module.
+
+        The module keeps its device, dtypes and mode; shapes must match (and with
+        ``strict``, the keys).
+        """
+        state = self._open(ref, verify)[1]
+        try:
+            module.load_state_dict(state, strict=strict)
+        except RuntimeError as exc:
+            raise ArchitectureMismatchError(
+                f"{ref} does not fit {type(module).__name__}: "
+                f"{str(exc).strip().splitlines()[-1].strip()}"
+            ) from None
+        return module
+
+    def identify(self, source: Any, *, limit: int = 5) -> list[Match]:
+        """The known architectures whose key/shape signature best fits these weights."""
+        from . import architectures
+
+        state, _format_name, _notes = _read_source(source)
+        return architectures.identify({k: list(v.shape) for k, v in state.items()}, limit)
+
+    def architectures(self) -> list[tuple[str, str]]:
+        """(name, source) of every architecture that can be rebuilt by name."""
+        from . import architectures
+
+        return architectures.available()
 
     def pull(
         self,
@@ -1045,6 +1120,66 @@ def _corrupt_blobs(
     bad = {d for d, a in zip(fast, checksum_many([views[d] for d in fast])) if a != checksums[d]}
     bad |= {d for d, a in zip(full, sha256_many([views[d] for d in full])) if a != d}
     return bad
+
+
+def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Floating tensors cast to ``dtype``; tensors shared between keys stay shared."""
+    if dtype is None:
+        return state
+    cast: dict[int, torch.Tensor] = {}
+    out = {}
+    for key, value in state.items():
+        if value.is_floating_point() and value.dtype != dtype:
+            if id(value) not in cast:
+                cast[id(value)] = value.to(dtype)
+            value = cast[id(value)]
+        out[key] = value
+    return out
+
+
+def _choose_architecture(
+    source: Any,
+    arch_kwargs: Mapping[str, Any] | None,
+    shapes: Mapping[str, list[int]],
+    notes: list[str],
+) -> tuple[str, dict[str, Any]]:
+    """The architecture and arguments to record when the caller named none."""
+    from torch import nn
+
+    from . import architectures
+
+    if isinstance(source, nn.Module):
+        try:
+            arch, found, origin = architectures.describe_module(source, arch_kwargs)
+        except ArchitectureError as exc:
+            refusal: ArchitectureError | None = exc
+        else:
+            kwargs = validate_arch_kwargs(found)
+            if origin not in ("arch_kwargs", "defaults"):
+                notes.append(f"recorded {arch} with the arguments in its `{origin}`")
+            return arch, kwargs
+    else:
+        refusal = None
+    matches = architectures.identify(shapes)
+    exact = [m for m in matches if m.score == 1.0]
+    if len(exact) == 1:
+        match = exact[0]
+        kwargs = validate_arch_kwargs({**match.arch_kwargs, **(arch_kwargs or {})})
+        notes.append(f"identified the weights as {match.name} ({match.source})")
+        return match.name, kwargs
+    if refusal is not None:
+        raise refusal
+    if exact:
+        raise ArchitectureNotFoundError(
+            f"the weights fit several architectures ({', '.join(m.name for m in exact)}); "
+            "choose one with --arch"
+        )
+    closest = ", ".join(f"{m.name} ({m.score:.0%})" for m in matches[:3])
+    raise ArchitectureNotFoundError(
+        "no known architecture fits these weights"
+        + (f"; closest: {closest}" if closest else "")
+        + "; name one with --arch (see `registry archs`, or use package.module:Class)"
+    )
 
 
 def _read_source(source: Any) -> tuple[dict[str, torch.Tensor], str, list[str]]:

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib
 import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import plugins
 from .errors import ArchitectureError, ArchitectureMismatchError, ArchitectureNotFoundError
 from .keyvalue import format_kwargs
+from .plugins import plugin_entry_points
 
 #: How many keys of each kind a mismatch message names.
 SHOWN_KEYS = 5
@@ -48,17 +52,110 @@ def _torchvision_names() -> tuple[str, ...]:
     return tuple(sorted(torchvision.models.list_models()))
 
 
-def available() -> list[str]:
-    """Names of every architecture that can be rebuilt."""
-    return list(_torchvision_names())
+def available() -> list[tuple[str, str]]:
+    """(name, source) of every architecture that can be rebuilt by name.
+
+    Registered names and plugins first, then torchvision. Import paths
+    (``mypkg.models:TinyNet``) and timm models (``timm:NAME``, when timm is
+    installed) work too without being listed here.
+    """
+    found = [(n, r.source) for n, r in sorted(plugins.registered().items())]
+    found += [
+        (n, f"plugin ({ep.value})")
+        for n, ep in sorted(plugin_entry_points().items())
+        if n not in plugins.registered()
+    ]
+    return found + [(n, "torchvision") for n in _torchvision_names()]
+
+
+def resolve(name: str) -> Architecture:
+    """The architecture called ``name``, looked up in this order.
+
+    1. a name registered in code (``@registry.architecture``),
+    2. ``timm:NAME``, a timm model (never pretrained),
+    3. ``package.module:Class`` (or a factory function), imported,
+    4. a plugin's entry point in the ``registry.architectures`` group,
+    5. a torchvision model (built with ``weights=None``).
+    """
+    if not isinstance(name, str) or not name:
+        raise ArchitectureNotFoundError("empty architecture name")
+    entry = plugins.registered().get(name)
+    if entry is not None:
+        return Architecture(name=name, source=entry.source, builder=entry.builder)
+    if name.startswith("timm:"):
+        return _timm(name)
+    if ":" in name:
+        return Architecture(name=name, source="import", builder=_import(name))
+    point = plugin_entry_points().get(name)
+    if point is not None:
+        try:
+            builder = point.load()
+        except Exception as exc:
+            raise ArchitectureNotFoundError(
+                f"plugin architecture {name!r} ({point.value}) cannot be loaded: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        return Architecture(name=name, source=f"plugin ({point.value})", builder=builder)
+    return _torchvision(name)
+
+
+def _import(path: str) -> Callable[..., nn.Module]:
+    """``package.module:Class.attr`` -> the object, or ArchitectureNotFoundError saying why."""
+    module_name, _, qualname = path.partition(":")
+    if not module_name or not qualname or any(not p.isidentifier() for p in qualname.split(".")):
+        raise ArchitectureNotFoundError(
+            f"invalid architecture import path {path!r}: expected package.module:ClassName"
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ArchitectureNotFoundError(
+            f"cannot import module {module_name!r} for architecture {path!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ArchitectureNotFoundError(
+                f"module {module_name!r} has no {qualname!r} (architecture {path!r})"
+            ) from None
+    if not callable(obj):
+        raise ArchitectureNotFoundError(f"{path!r} is not a class or a function")
+    return obj  # type: ignore[no-any-return]
 
 
 @cache
-def resolve(name: str) -> Architecture:
-    """The architecture called ``name``; suggests close names when there is none."""
+def _timm(name: str) -> Architecture:
+    try:
+        import timm
+    except ImportError:
+        raise ArchitectureNotFoundError(
+            f"{name!r} needs timm, which is not installed: pip install 'registry[timm]'"
+        ) from None
+    model = name.removeprefix("timm:")
+    if not timm.is_model(model):
+        close = difflib.get_close_matches(model, timm.list_models(), n=4, cutoff=0.6)
+        hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
+        raise ArchitectureNotFoundError(f"timm has no model {model!r}{hint}")
+
+    def build_timm(**kwargs: Any) -> nn.Module:
+        return timm.create_model(model, **kwargs)
+
+    return Architecture(
+        name=name,
+        source=f"timm {timm.__version__}",
+        builder=build_timm,
+        fixed_kwargs=(("pretrained", False),),
+    )
+
+
+@cache
+def _torchvision(name: str) -> Architecture:
     names = _torchvision_names()
     if name not in names:
-        lowered = {n.lower(): n for n in names}
+        known = list(names) + list(plugins.registered()) + list(plugin_entry_points())
+        lowered = {n.lower(): n for n in known}
         close = difflib.get_close_matches(name.lower(), list(lowered), n=4, cutoff=0.6)
         hint = (
             f"; did you mean {', '.join(lowered[c] for c in close)}?"
@@ -268,7 +365,7 @@ _SIGNATURES: dict[str, Signature] = {}
 
 def _meta_key(arch: Architecture, kwargs: Mapping[str, Any]) -> str:
     """The cache key of an architecture built with ``kwargs``."""
-    return f"{arch.name}:{json.dumps(dict(kwargs), sort_keys=True, default=str)}"
+    return f"{arch.name}:{id(arch.builder)}:{json.dumps(dict(kwargs), sort_keys=True, default=str)}"
 
 
 def skeleton(arch: Architecture, kwargs: Mapping[str, Any]) -> nn.Module:
@@ -358,6 +455,8 @@ def instantiate(
     kwargs: Mapping[str, Any],
     state_dict: Mapping[str, torch.Tensor],
     device: str | torch.device = "cpu",
+    *,
+    strict: bool = True,
 ) -> nn.Module:
     """Build ``arch`` and assign ``state_dict`` into it; eval mode, on ``device``.
 
@@ -367,7 +466,8 @@ def instantiate(
     CPU instead, once detected. Tied weights stay tied.
     """
     key = _meta_key(arch, kwargs)
-    if key in _NEEDS_CPU:
+    if key in _NEEDS_CPU or not strict:
+        # Without strict, keys the weights lack keep a real initialisation.
         module = _build_on_cpu(arch, kwargs)
     else:
         module = skeleton(arch, kwargs)
@@ -379,7 +479,7 @@ def instantiate(
                 _META_OK.add(key)
     tied = _tied_groups(module)
     try:
-        module.load_state_dict(state_dict, strict=True, assign=True)
+        module.load_state_dict(state_dict, strict=strict, assign=True)
     except RuntimeError as exc:
         raise ArchitectureMismatchError(
             f"stored weights do not fit {arch.label(kwargs)}: {str(exc).strip().splitlines()[0]}"
@@ -404,3 +504,215 @@ def _is_param(module: nn.Module, path: str) -> bool:
     except AttributeError:
         return False
     return True
+
+
+# -- recording how to rebuild a module -------------------------------------------------
+
+
+def describe_module(
+    module: nn.Module, arch_kwargs: Mapping[str, Any] | None
+) -> tuple[str, dict[str, Any], str]:
+    """(architecture name, constructor arguments, where they came from) for a module object.
+
+    The name is the one its class was registered under, else its import path. The
+    arguments are ``arch_kwargs`` if given, else the module's ``config`` or ``hparams``
+    (a dict, a dataclass, or anything with ``to_dict()``), else none if the
+    constructor needs none. Raises ArchitectureError when neither can be known.
+    """
+    cls = type(module)
+    name = plugins.registered_name_of(cls)
+    if name is None:
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+            where = "in __main__" if cls.__module__ == "__main__" else "inside a function"
+            raise ArchitectureError(
+                f"cannot record how to rebuild {cls.__qualname__}: it is defined {where}, so "
+                "no other process can import it; move it to an importable module, or "
+                "register it with @registry.architecture('name')"
+            )
+        name = f"{cls.__module__}:{cls.__qualname__}"
+    if arch_kwargs is not None:
+        return name, dict(arch_kwargs), "arch_kwargs"
+    for attribute in ("config", "hparams"):
+        value = getattr(module, attribute, None)
+        if value is not None and not isinstance(value, (nn.Module, torch.Tensor)):
+            converted = _as_dict(value)
+            if converted is not None:
+                return name, converted, attribute
+    required = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self"
+        and p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    if required:
+        raise ArchitectureError(
+            f"cannot know the constructor arguments of {cls.__qualname__} "
+            f"(it needs {', '.join(required)}): pass arch_kwargs={{...}}, or give the module "
+            "a `config` attribute holding them"
+        )
+    return name, {}, "defaults"
+
+
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    import dataclasses
+
+    if isinstance(value, Mapping):
+        return dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        result = to_dict()
+        return dict(result) if isinstance(result, Mapping) else None
+    return None
+
+
+def head_size_fix(
+    arch: Architecture, kwargs: Mapping[str, Any], shapes: Mapping[str, list[int]]
+) -> dict[str, Any] | None:
+    """``kwargs`` plus the ``num_classes`` the weights' head implies, if that makes them fit.
+
+    Only when the keys all match and the only differences are the output size of at
+    most two tensors (a classifier's weight and bias).
+    """
+    if "num_classes" in kwargs:
+        return None
+    expected = signature(arch, kwargs).shapes
+    if set(expected) != set(shapes):
+        return None
+    differing = [k for k in expected if list(shapes[k]) != expected[k]]
+    if not differing or len(differing) > 2:
+        return None
+    if not all(shapes[k] and expected[k] and shapes[k][1:] == expected[k][1:] for k in differing):
+        return None
+    outs = {shapes[k][0] for k in differing}
+    if len(outs) != 1:
+        return None
+    candidate = {**kwargs, "num_classes": outs.pop()}
+    try:
+        fits = signature(arch, candidate).shapes == {k: list(v) for k, v in shapes.items()}
+    except ArchitectureError:
+        return None
+    return candidate if fits else None
+
+
+# -- recognising an architecture from its weights ------------------------------------
+
+
+@dataclass(frozen=True)
+class Match:
+    """An architecture the weights could be: exact (score 1.0) or partial (0..1)."""
+
+    name: str
+    score: float
+    arch_kwargs: dict[str, Any]
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "score": round(self.score, 4),
+            "arch_kwargs": self.arch_kwargs,
+            "source": self.source,
+        }
+
+
+def identify(shapes: Mapping[str, list[int]], limit: int = 5) -> list[Match]:
+    """Known architectures ranked by how well their key/shape signature fits ``shapes``.
+
+    Score 1.0: every key and shape matches (with ``num_classes`` inferred when only
+    the head's size differs). Otherwise the Jaccard similarity of the (key, shape)
+    sets. Signatures of torchvision models are computed on the meta device once and
+    cached on disk (``signature_cache_path()``); registered and plugin ones per process.
+    """
+    given = {k: list(v) for k, v in shapes.items()}
+    pairs = {(k, tuple(v)) for k, v in given.items()}
+    matches = []
+    for name, source, sig in _all_signatures():
+        if sig is None:
+            continue
+        if sig == given:
+            matches.append(Match(name, 1.0, {}, source))
+            continue
+        score = len(pairs & _pairs(name, sig)) / max(1, len(pairs | _pairs(name, sig)))
+        if set(sig) == set(given) and score > 0.5:
+            fixed = head_size_fix(resolve(name), {}, given)
+            if fixed is not None:
+                matches.append(Match(name, 1.0, fixed, source))
+                continue
+        if score > 0:
+            matches.append(Match(name, score, {}, source))
+    exact = {m.name for m in matches if m.score == 1.0}
+    # torchvision's quantizable twins (quantized_resnet18) share the float model's keys.
+    matches = [
+        m for m in matches if not (m.name.startswith("quantized_") and m.name[10:] in exact)
+    ]
+    matches.sort(key=lambda m: (-m.score, m.name))
+    return matches[:limit]
+
+
+_PAIRS: dict[str, set[tuple[str, tuple[int, ...]]]] = {}
+
+
+def _pairs(name: str, sig: Mapping[str, list[int]]) -> set[tuple[str, tuple[int, ...]]]:
+    found = _PAIRS.get(name)
+    if found is None:
+        found = _PAIRS[name] = {(k, tuple(v)) for k, v in sig.items()}
+    return found
+
+
+def signature_cache_path() -> Path:
+    import torchvision
+
+    from .config import cache_dir
+
+    return cache_dir() / f"signatures-torchvision-{torchvision.__version__}.json"
+
+
+@cache
+def _torchvision_signatures() -> dict[str, dict[str, list[int]] | None]:
+    path = signature_cache_path()
+    try:
+        cached = json.loads(path.read_text())
+        if isinstance(cached, dict) and set(cached) == set(_torchvision_names()):
+            return cached
+    except (OSError, ValueError):
+        pass
+    import warnings
+
+    found: dict[str, dict[str, list[int]] | None] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation notices of some builders
+        for name in _torchvision_names():
+            try:
+                found[name] = signature(resolve(name), {}).shapes
+            except Exception:  # an architecture that cannot be built with defaults
+                found[name] = None
+    _write_atomically(path, json.dumps(found, separators=(",", ":")))
+    return found
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    import os
+    import uuid
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache: without it, identification is only slower
+
+
+def _all_signatures() -> Iterator[tuple[str, str, dict[str, list[int]] | None]]:
+    for name, source in available():
+        if source == "torchvision":
+            continue
+        try:
+            yield name, source, signature(resolve(name), {}).shapes
+        except Exception:
+            yield name, source, None
+    for name, sig in _torchvision_signatures().items():
+        yield name, "torchvision", sig

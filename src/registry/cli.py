@@ -73,7 +73,9 @@ def cli() -> None:
 @cli.command()
 @click.argument("path")
 @click.option(
-    "--arch", required=True, help="Architecture name, e.g. resnet18 (see `registry archs`)."
+    "--arch",
+    help="Architecture: a name (see `registry archs`), package.module:Class, or "
+    "timm:NAME; default: recognised from the weights.",
 )
 @click.option("--name", help="Model name (default: the file's stem).")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Label the version; repeatable.")
@@ -89,7 +91,7 @@ def cli() -> None:
 @json_option
 def push(
     path: str,
-    arch: str,
+    arch: str | None,
     name: str | None,
     tags: tuple[str, ...],
     arch_args: tuple[str, ...],
@@ -524,16 +526,42 @@ def _progress(as_json: bool, label: str) -> Iterator[Any]:
 
 
 @cli.command()
+@click.argument("path")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True)
+@json_option
+def identify(path: str, top: int, as_json: bool) -> None:
+    """Name the architectures whose keys and shapes best fit the weights in PATH."""
+    matches = _registry().identify(path, limit=top)
+    if as_json:
+        _emit_json([m.to_dict() for m in matches])
+        return
+    if not matches:
+        raise click.ClickException(
+            "no known architecture shares any key and shape with these weights"
+        )
+    from .keyvalue import format_kwargs
+
+    rows = [
+        [f"{m.score:.0%}", f"{m.name}({format_kwargs(m.arch_kwargs)})", m.source] for m in matches
+    ]
+    click.echo(_format.table(["SCORE", "ARCH", "SOURCE"], rows, right=(0,)))
+
+
+@cli.command()
 @json_option
 def archs(as_json: bool) -> None:
-    """List the architectures the registry can rebuild."""
+    """List the architectures the registry can rebuild by name, and where each comes from.
+
+    Also accepted wherever an architecture is asked for: package.module:Class
+    import paths, and timm:NAME when timm is installed.
+    """
     from . import architectures
 
-    names = architectures.available()
+    found = architectures.available()
     if as_json:
-        _emit_json([{"name": n, "source": "torchvision"} for n in names])
+        _emit_json([{"name": n, "source": source} for n, source in found])
         return
-    click.echo(_format.table(["ARCH", "SOURCE"], [[n, "torchvision"] for n in names]))
+    click.echo(_format.table(["ARCH", "SOURCE"], [[n, source] for n, source in found]))
 
 
 @cli.group()

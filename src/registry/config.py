@@ -60,6 +60,15 @@ def _storage_path(url: str) -> Path:
     )
 
 
+def cache_dir() -> Path:
+    """Where derived, rebuildable data goes: ``$REGISTRY_CACHE_DIR``, else the XDG cache."""
+    env = os.environ.get("REGISTRY_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "registry"
+
+
 def sqlite_path(database_url: str) -> Path | None:
     """The file of a plain ``sqlite:///PATH`` URL, else None (other databases, options)."""
     for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
