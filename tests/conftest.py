@@ -20,6 +20,12 @@ REGISTRY_EXE = shutil.which("registry", path=str(Path(sys.executable).parent)) o
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Architecture signatures are cached in a folder of this test session, not ~/.cache."""
+    os.environ["REGISTRY_CACHE_DIR"] = str(tmp_path_factory.mktemp("registry-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to fetch pretrained weights fails the test instead of downloading."""

@@ -652,13 +652,15 @@ def identify(shapes: Mapping[str, list[int]], limit: int = 5) -> list[Match]:
     return matches[:limit]
 
 
-_PAIRS: dict[str, set[tuple[str, tuple[int, ...]]]] = {}
+#: (name, id of the signature dict) -> its (key, shape) pairs; signature dicts are
+#: themselves cached for the life of the process, so an id is never reused for another.
+_PAIRS: dict[tuple[str, int], set[tuple[str, tuple[int, ...]]]] = {}
 
 
 def _pairs(name: str, sig: Mapping[str, list[int]]) -> set[tuple[str, tuple[int, ...]]]:
-    found = _PAIRS.get(name)
+    found = _PAIRS.get((name, id(sig)))
     if found is None:
-        found = _PAIRS[name] = {(k, tuple(v)) for k, v in sig.items()}
+        found = _PAIRS[(name, id(sig))] = {(k, tuple(v)) for k, v in sig.items()}
     return found
 
 
