@@ -61,6 +61,8 @@ VERIFY_MODES = (True, False, "sha256")
 GC_GRACE_SECONDS = 3600
 _PUSH_ATTEMPTS = 3
 _SCHEMA_ATTEMPTS = 6
+#: Tensors at least this large are compared on the thread pool.
+_PARALLEL_COMPARE = 1 << 20
 
 
 class Registry:
@@ -876,12 +878,22 @@ class Registry:
                     return blob.digest
             return None
 
-        # Comparing is memory-bound and numpy releases the GIL: use every core.
+        # Comparing is memory-bound and numpy releases the GIL: large tensors on every
+        # core, small ones here (a thread hop costs more than comparing them).
+        large = [
+            i for i in reps if views[i].nbytes >= _PARALLEL_COMPARE and stored.get(checksums[i])
+        ]
+        found: dict[int, str | None] = {}
         with ThreadPoolExecutor(max_workers=config.HASH_THREADS) as pool:
-            found = list(pool.map(stored_digest, reps))
-        fresh = [i for i, digest in zip(reps, found) if digest is None]
-        for i, digest in zip(reps, found):
-            result[i] = digest
+            futures = {i: pool.submit(stored_digest, i) for i in large}
+            for i in reps:
+                if i not in futures:
+                    found[i] = stored_digest(i) if stored.get(checksums[i]) else None
+            for i, future in futures.items():
+                found[i] = future.result()
+        fresh = [i for i in reps if found[i] is None]
+        for i in reps:
+            result[i] = found[i]
         return result, fresh
 
     def _record(self, version_id: int, report: PushReport) -> ModelVersion:

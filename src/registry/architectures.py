@@ -645,9 +645,7 @@ def identify(shapes: Mapping[str, list[int]], limit: int = 5) -> list[Match]:
             matches.append(Match(name, score, {}, source))
     exact = {m.name for m in matches if m.score == 1.0}
     # torchvision's quantizable twins (quantized_resnet18) share the float model's keys.
-    matches = [
-        m for m in matches if not (m.name.startswith("quantized_") and m.name[10:] in exact)
-    ]
+    matches = [m for m in matches if not (m.name.startswith("quantized_") and m.name[10:] in exact)]
     matches.sort(key=lambda m: (-m.score, m.name))
     return matches[:limit]
 
