@@ -17,7 +17,7 @@ from archs_helper import models
 from conftest import assert_same_state, make_model, run_cli
 
 import registry
-from registry import Registry, plugins
+from registry import Registry, architectures, plugins
 from registry.errors import (
     ArchitectureMismatchError,
     ArchitectureNotFoundError,
@@ -412,3 +412,23 @@ def test_identify_uses_the_current_registration(reg: Registry, arch_name: str):
     registry.register_architecture(arch_name, second)
     scores = {m.name: m.score for m in reg.identify(partial, limit=50)}
     assert scores.get(arch_name) == pytest.approx(2 / 5)  # 2 shared of 5 (key, shape) pairs
+
+
+def test_nothing_shadows_a_torchvision_architecture(reg: Registry, plugin_dist: Path):
+    with pytest.raises(RegistryError, match="torchvision"):
+        registry.register_architecture("resnet18", models.TinyNet)
+    entry_points = plugin_dist / "tinyplugin-0.1.dist-info" / "entry_points.txt"
+    entry_points.write_text("[registry.architectures]\nresnet18 = archs_helper.models:TinyNet\n")
+    plugins.refresh_plugins()
+    assert architectures.resolve("resnet18").source == "torchvision"
+    assert [n for n, _ in reg.architectures()].count("resnet18") == 1
+
+
+def test_a_torch_building_block_is_refused_or_identified(reg: Registry):
+    block = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with pytest.raises(RegistryError, match="arch="):
+        reg.push(block, name="seq")
+    torchvision_model = make_model("squeezenet1_1")  # a torchvision class: identified instead
+    mv = reg.push(torchvision_model, name="sq")
+    assert mv.arch == "squeezenet1_1" and any("identified" in n for n in mv.pushed.notes)
+    assert [v.ref for v in reg.list()] == ["sq:1"]

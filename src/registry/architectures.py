@@ -52,6 +52,11 @@ def _torchvision_names() -> tuple[str, ...]:
     return tuple(sorted(torchvision.models.list_models()))
 
 
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` is a torchvision architecture (which nothing may shadow)."""
+    return name in _torchvision_names()
+
+
 def available() -> list[tuple[str, str]]:
     """(name, source) of every architecture that can be rebuilt by name.
 
@@ -63,7 +68,7 @@ def available() -> list[tuple[str, str]]:
     found += [
         (n, f"plugin ({ep.value})")
         for n, ep in sorted(plugin_entry_points().items())
-        if n not in plugins.registered()
+        if n not in plugins.registered() and not is_builtin(n)
     ]
     return found + [(n, "torchvision") for n in _torchvision_names()]
 
@@ -87,7 +92,7 @@ def resolve(name: str) -> Architecture:
     if ":" in name:
         return Architecture(name=name, source="import", builder=_import(name))
     point = plugin_entry_points().get(name)
-    if point is not None:
+    if point is not None and not is_builtin(name):  # a plugin never shadows torchvision
         try:
             builder = point.load()
         except Exception as exc:
@@ -521,6 +526,12 @@ def describe_module(
     """
     cls = type(module)
     name = plugins.registered_name_of(cls)
+    if name is None and cls.__module__.split(".")[0] in ("torch", "torchvision", "timm"):
+        raise ArchitectureError(
+            f"cannot record how to rebuild a {cls.__qualname__} from its class alone (a "
+            f"{cls.__module__.split('.')[0]} building block, built by some factory): pass "
+            "arch= (e.g. arch='resnet18', or a package.module:function that builds it)"
+        )
     if name is None:
         if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
             where = "in __main__" if cls.__module__ == "__main__" else "inside a function"

@@ -50,6 +50,13 @@ def register_architecture(name: str, builder: B) -> B:
     validate_arch_name(name)
     if not callable(builder):
         raise InvalidArgumentError(f"the builder for {name!r} must be callable")
+    from .architectures import is_builtin
+
+    if is_builtin(name):
+        raise InvalidArgumentError(
+            f"{name!r} is a torchvision architecture: versions stored under that name must "
+            "keep loading as torchvision's; register yours under another name"
+        )
     existing = _REGISTERED.get(name)
     if existing is not None and existing.builder is not builder:
         raise InvalidArgumentError(
