@@ -11,7 +11,6 @@ from __future__ import annotations
 import mmap
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -1244,14 +1243,9 @@ def _write_weights(
     """Write atomically: a temporary file in the target folder, then rename."""
     import torch
 
-    folder = target.parent if str(target.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # honours umask
-    except OSError as exc:
-        raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
-    try:
+    from ._files import replacing
+
+    with replacing(target) as tmp:
         if format == "safetensors":
             from safetensors.torch import save_file
 
@@ -1269,10 +1263,3 @@ def _write_weights(
         else:
             with open(tmp, "wb") as raw:
                 torch.save(state, _Counting(raw, progress) if progress else raw)
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -705,15 +705,13 @@ def _torchvision_signatures() -> dict[str, dict[str, list[int]] | None]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    import os
-    import uuid
+    from ._files import replacing
+    from .errors import StorageError
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError:
+        with replacing(path) as tmp:
+            tmp.write_text(text)
+    except StorageError:
         pass  # a cache: without it, identification is only slower
 
 

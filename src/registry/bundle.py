@@ -19,14 +19,14 @@ import json
 import os
 import re
 import tarfile
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError, InvalidArgumentError, RegistryError, StorageError
+from ._files import replacing
+from .errors import IntegrityError, InvalidArgumentError, RegistryError
 from .keyvalue import validate_arch_kwargs, validate_tags
 from .records import ModelVersion
 from .refs import parse_ref, validate_alias, validate_name
@@ -136,29 +136,16 @@ def write_bundle(
         "blobs": {d: v.nbytes for d, v in blobs.items()},
     }
     text = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
-    folder = target.parent if str(target.parent) else Path(".")
-    tmp = folder / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with (
-            open(tmp, "xb") as raw,
-            tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            _add(tar, MANIFEST, io.BytesIO(text), len(text))
-            for digest, view in blobs.items():
-                _add(tar, f"blobs/{digest}", _ViewReader(view), view.nbytes)
-                if progress is not None:
-                    progress(view.nbytes)
-            tar.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with (
+        replacing(target, durable=True) as tmp,
+        open(tmp, "wb") as raw,
+        tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        _add(tar, MANIFEST, io.BytesIO(text), len(text))
+        for digest, view in blobs.items():
+            _add(tar, f"blobs/{digest}", _ViewReader(view), view.nbytes)
+            if progress is not None:
+                progress(view.nbytes)
     return ExportReport(
         path=str(target),
         versions=[r.ref for r in records],
