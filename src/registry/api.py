@@ -39,6 +39,7 @@ from .records import (
     Problem,
     PushReport,
     TensorChange,
+    TensorInfo,
     VerifyReport,
 )
 from .refs import parse_ref, validate_alias, validate_name
@@ -316,10 +317,11 @@ class Registry:
         """
         from .tensors import difference
 
-        record_a, state_a = self._open(a, verify=True)
-        record_b, state_b = self._open(b, verify=True)
-        info_a = {t.name: t for t in self.get(record_a.ref).tensors}
-        info_b = {t.name: t for t in self.get(record_b.ref).tensors}
+        record_a, located_a, views_a = self._views(a, verify=True)
+        record_b, located_b, views_b = self._views(b, verify=True)
+        state_a, state_b = _tensors(located_a, views_a), _tensors(located_b, views_b)
+        info_a = {t.name: t for t in _tensor_infos(located_a)}
+        info_b = {t.name: t for t in _tensor_infos(located_b)}
         added = [t for n, t in info_b.items() if n not in info_a]
         removed = [t for n, t in info_a.items() if n not in info_b]
         reshaped, retyped, changed = [], [], []
@@ -551,6 +553,8 @@ class Registry:
         Each tensor is checked against its sha256 on the way out. ``progress`` is
         called with the number of bytes of each tensor written.
         """
+        from dataclasses import replace
+
         from .bundle import write_bundle
 
         if isinstance(refs, str):
@@ -560,11 +564,10 @@ class Registry:
         records: dict[str, ModelVersion] = {}
         blobs: dict[str, memoryview] = {}
         for ref in refs:
-            record, _located, views = self._views(ref, verify="sha256")
-            records.setdefault(record.ref, record)
+            record, located, views = self._views(ref, verify="sha256")
+            records.setdefault(record.ref, replace(record, tensors=_tensor_infos(located)))
             blobs.update(views)
-        full = [self.get(ref) for ref in records]
-        return write_bundle(Path(path), full, blobs, progress)
+        return write_bundle(Path(path), list(records.values()), blobs, progress)
 
     def import_bundle(
         self,
@@ -905,19 +908,8 @@ class Registry:
     # -- reading weights ----------------------------------------------------------
 
     def _open(self, ref: str, verify: bool | str) -> tuple[ModelVersion, dict[str, torch.Tensor]]:
-        from .tensors import from_buffer, parse_dtype
-
         record, located, views = self._views(ref, verify)
-        state: dict[str, torch.Tensor] = {}
-        shared: dict[tuple[str, str, tuple[int, ...]], torch.Tensor] = {}
-        for tensor in located:
-            key = (tensor.digest, tensor.dtype, tuple(tensor.shape))
-            if key not in shared:
-                shared[key] = from_buffer(
-                    views[tensor.digest], parse_dtype(tensor.dtype), tensor.shape
-                )
-            state[tensor.name] = shared[key]
-        return record, state
+        return record, _tensors(located, views)
 
     def _views(
         self, ref: str, verify: bool | str
@@ -1131,6 +1123,25 @@ def _corrupt_blobs(
     bad = {d for d, a in zip(fast, checksum_many([views[d] for d in fast])) if a != checksums[d]}
     bad |= {d for d, a in zip(full, sha256_many([views[d] for d in full])) if a != d}
     return bad
+
+
+def _tensors(located: list[Location], views: Mapping[str, memoryview]) -> dict[str, torch.Tensor]:
+    """The state dict over ``views``; entries with the same bytes, dtype and shape share a tensor."""
+    from .tensors import from_buffer, parse_dtype
+
+    state: dict[str, torch.Tensor] = {}
+    shared: dict[tuple[str, str, tuple[int, ...]], torch.Tensor] = {}
+    for tensor in located:
+        key = (tensor.digest, tensor.dtype, tuple(tensor.shape))
+        if key not in shared:
+            shared[key] = from_buffer(views[tensor.digest], parse_dtype(tensor.dtype), tensor.shape)
+        state[tensor.name] = shared[key]
+    return state
+
+
+def _tensor_infos(located: list[Location]) -> tuple[TensorInfo, ...]:
+    """The tensor table that a version's locations already carry (no second query)."""
+    return tuple(TensorInfo(t.name, t.dtype, tuple(t.shape), t.digest, t.nbytes) for t in located)
 
 
 def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
