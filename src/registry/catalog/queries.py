@@ -10,14 +10,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from .models import Alias, Blob, Model, Pack, Tag, TensorRow, Version, utcnow
+from .reader import chunks
 
-#: Bound parameters per IN (...) query; SQLite's default limit is 32766.
+#: Rows or IN-list items per statement here: a row of `tensors` binds 7 parameters,
+#: and SQLite allows 32766 in one statement.
 _CHUNK = 900
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def version_by_digest(session: Session, name: str, digest: str) -> Version | None:
@@ -30,7 +27,7 @@ def missing_blobs(session: Session, digests: Iterable[str]) -> set[str]:
     """Which of ``digests`` have no stored blob (any more)."""
     wanted = sorted(set(digests))
     found: set[str] = set()
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted, _CHUNK):
         found.update(session.scalars(select(Blob.digest).where(Blob.digest.in_(chunk))))
     return set(wanted) - found
 
@@ -89,7 +86,7 @@ def _insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[st
         if rows:
             session.execute(insert(table), rows)
         return
-    for chunk in _chunks(rows):
+    for chunk in chunks(rows, _CHUNK):
         session.execute(dialect_insert(table).on_conflict_do_nothing(), list(chunk))
 
 
@@ -162,7 +159,7 @@ def add_version(
         }
         for i, (name, dtype, shape, tdigest, nbytes) in enumerate(tensors)
     ]
-    for chunk in _chunks(rows):
+    for chunk in chunks(rows, _CHUNK):
         session.execute(insert(TensorRow.__table__), list(chunk))
     if tags:
         session.execute(

@@ -93,7 +93,8 @@ def _utc(value: Any) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    """``items`` in slices of at most ``size`` (bound parameters per statement)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -321,7 +322,7 @@ class Catalog:
             if vid in aliases:
                 aliases[vid].append(alias)
         parent_ids = sorted({v.parent_id for v in versions if v.parent_id is not None})
-        for chunk in _chunks(parent_ids):
+        for chunk in chunks(parent_ids):
             for vid, name, number in self.execute(
                 "SELECT v.id, m.name, v.version FROM versions v JOIN models m ON m.id = v.model_id "
                 f"WHERE v.id IN ({_marks(len(chunk))})",
@@ -393,7 +394,7 @@ class Catalog:
     def blobs_by_checksum(self, checksums: Iterable[str]) -> dict[str, list[StoredBlob]]:
         """Stored blobs whose checksum is one of ``checksums``: candidates, not proof."""
         found: dict[str, list[StoredBlob]] = {}
-        for chunk in _chunks(sorted(set(checksums))):
+        for chunk in chunks(sorted(set(checksums))):
             for row in self.execute(
                 'SELECT digest, pack_id, "offset", nbytes, checksum FROM blobs '
                 f"WHERE checksum IN ({_marks(len(chunk))})",
@@ -415,14 +416,6 @@ class Catalog:
     def delete_alias(self, model_id: int, alias: str) -> None:
         self.execute("DELETE FROM aliases WHERE model_id = ? AND alias = ?", (model_id, alias))
 
-    def aliases_of(self, version_id: int) -> list[str]:
-        return [
-            a
-            for (a,) in self.execute(
-                "SELECT alias FROM aliases WHERE version_id = ? ORDER BY alias", (version_id,)
-            )
-        ]
-
     def set_description(self, version_id: int, description: str | None) -> None:
         self.execute("UPDATE versions SET description = ? WHERE id = ?", (description, version_id))
 
@@ -440,7 +433,7 @@ class Catalog:
     def known_digests(self, digests: Sequence[str]) -> set[str]:
         """Which of ``digests`` are stored."""
         found: set[str] = set()
-        for chunk in _chunks(list(digests)):
+        for chunk in chunks(list(digests)):
             found.update(
                 d
                 for (d,) in self.execute(
@@ -480,17 +473,17 @@ class Catalog:
         )
 
     def delete_blobs(self, digests: Sequence[str]) -> None:
-        for chunk in _chunks(list(digests)):
+        for chunk in chunks(list(digests)):
             self.execute(f"DELETE FROM blobs WHERE digest IN ({_marks(len(chunk))})", chunk)
 
     def delete_pack_rows(self, pack_ids: Sequence[str]) -> None:
-        for chunk in _chunks(list(pack_ids)):
+        for chunk in chunks(list(pack_ids)):
             self.execute(f"DELETE FROM packs WHERE id IN ({_marks(len(chunk))})", chunk)
 
     def users_of(self, digests: Sequence[str]) -> dict[str, list[str]]:
         """``name:version tensor`` for every use of each digest."""
         found: dict[str, list[str]] = {d: [] for d in digests}
-        for chunk in _chunks(list(digests)):
+        for chunk in chunks(list(digests)):
             for digest, name, number, tensor in self.execute(
                 "SELECT t.digest, m.name, v.version, t.name FROM tensors t "
                 "JOIN versions v ON v.id = t.version_id JOIN models m ON m.id = v.model_id "

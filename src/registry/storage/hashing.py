@@ -34,11 +34,6 @@ def sha256_hex(buffer: memoryview | bytes) -> str:
     return hashlib.sha256(buffer).hexdigest()
 
 
-def checksum(buffer: memoryview | bytes) -> str:
-    """Hex XXH3-128 of ``buffer``."""
-    return xxhash.xxh3_128_hexdigest(buffer)
-
-
 def checksum_many(buffers: Sequence[memoryview | bytes]) -> list[str]:
     """Hex XXH3-128 of each buffer (fast enough that threads would not pay off)."""
     return [xxhash.xxh3_128_hexdigest(b) for b in buffers]
