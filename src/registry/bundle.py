@@ -30,37 +30,36 @@ from .errors import IntegrityError, InvalidArgumentError, RegistryError
 from .keyvalue import validate_arch_kwargs, validate_tags
 from .records import ModelVersion
 from .refs import parse_ref, validate_alias, validate_name
+from .sharing import DTYPE_SIZES, Shared, check_groups, manifest_terms, to_columns
 from .storage import manifest_digest, sha256_many
 
 BUNDLE_FORMAT = "registry-bundle"
-BUNDLE_VERSION = 1
+#: 2 adds each tensor's place in a storage shared with other keys and the metadata the
+#: pushed weights carried; bundles of version 1 are still read.
+BUNDLE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 256 << 20
 _BLOB_RE = re.compile(r"blobs/([0-9a-f]{64})")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-#: Bytes per element of every dtype a registry stores (torch names, without torch).
-DTYPE_SIZES = {
-    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16,
-    "complex64": 8, "complex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
-    "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "bool": 1,
-    "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ExportReport:
-    """What an export wrote."""
+    """What an export wrote: the versions' tensors, stored once per distinct content."""
 
     path: str
     versions: list[str]
-    tensors: int
-    bytes: int
+    tensors: int  # the versions' tensors (state-dict keys), as a user counts them
+    bytes: int  # bytes of tensor data written
+    blobs: int = 0  # distinct contents written (equal tensors are written once)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "versions": self.versions,
             "tensors": self.tensors,
+            "blobs": self.blobs,
             "bytes": self.bytes,
         }
 
@@ -86,7 +85,8 @@ class ImportReport:
 # -- export ----------------------------------------------------------------------------
 
 
-def version_entry(record: ModelVersion) -> dict[str, Any]:
+def version_entry(record: ModelVersion, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A version as the manifest holds it; ``extra`` holds the metadata its source carried."""
     return {
         "name": record.name,
         "version": record.version,
@@ -101,8 +101,24 @@ def version_entry(record: ModelVersion) -> dict[str, Any]:
         "torch_version": record.torch_version,
         "source_format": record.source_format,
         "param_count": record.param_count,
-        "tensors": [[t.name, t.dtype, list(t.shape), t.digest, t.nbytes] for t in record.tensors],
+        "tensors": [
+            [
+                t.name,
+                t.dtype,
+                list(t.shape),
+                t.digest,
+                t.nbytes,
+                None
+                if t.shared is None
+                else [t.shared.group, t.shared.offset, list(t.shared.stride)],
+            ]
+            for t in record.tensors
+        ],
+        **{key: (extra or {}).get(key) for key in _EXTRA_KEYS},
     }
+
+
+_EXTRA_KEYS = ("state_metadata", "file_metadata", "assumed_metadata")
 
 
 class _ViewReader(io.RawIOBase):
@@ -126,13 +142,18 @@ def write_bundle(
     records: Sequence[ModelVersion],
     blobs: Mapping[str, memoryview],
     progress: Callable[[int], None] | None = None,
+    extras: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ExportReport:
-    """Write ``records`` and the ``blobs`` they use to ``target`` atomically."""
+    """Write ``records`` and the ``blobs`` they use to ``target`` atomically.
+
+    ``extras`` maps a record's ref to the metadata its source carried
+    (``state_metadata``, ``file_metadata``, ``assumed_metadata``).
+    """
     manifest = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(),
-        "versions": [version_entry(r) for r in records],
+        "versions": [version_entry(r, (extras or {}).get(r.ref)) for r in records],
         "blobs": {d: v.nbytes for d, v in blobs.items()},
     }
     text = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
@@ -149,7 +170,8 @@ def write_bundle(
     return ExportReport(
         path=str(target),
         versions=[r.ref for r in records],
-        tensors=len(blobs),
+        tensors=sum(r.tensor_count for r in records),
+        blobs=len(blobs),
         bytes=sum(v.nbytes for v in blobs.values()),
     )
 
@@ -180,7 +202,11 @@ class BundleVersion:
     torch_version: str
     source_format: str
     param_count: int
-    tensors: list[tuple[str, str, list[int], str, int]]
+    #: (name, dtype, shape, digest, nbytes, storage_group, storage_view) per key
+    tensors: list[tuple[str, str, list[int], str, int, int | None, Any]]
+    state_metadata: list[Any] | None = None
+    file_metadata: dict[str, str] | None = None
+    assumed_metadata: list[Any] | None = None
 
     @property
     def ref(self) -> str:
@@ -270,7 +296,7 @@ def _parse_manifest(
 ) -> tuple[list[BundleVersion], dict[str, int]]:
     if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"format is not {BUNDLE_FORMAT!r}")
-    if data.get("version") != BUNDLE_VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"unsupported bundle version {data.get('version')!r}")
     sizes = data["blobs"]
     if not isinstance(sizes, dict):
@@ -315,12 +341,16 @@ def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
     if not _HEX64.fullmatch(digest):
         raise ValueError(f"{name}:{number}: digest is not a sha256")
     tensors = []
+    shared: list[Shared | None] = []
     seen: set[str] = set()
     raw_tensors = entry["tensors"]
     if not isinstance(raw_tensors, list) or not raw_tensors:
         raise ValueError(f"{name}:{number}: tensors must be a non-empty list")
     for item in raw_tensors:
-        tname, dtype, shape, tdigest, nbytes = item
+        if not isinstance(item, list) or len(item) not in (5, 6):
+            raise ValueError(f"{name}:{number}: each tensor must be a list of 5 or 6 fields")
+        tname, dtype, shape, tdigest, nbytes = item[:5]
+        place = item[5] if len(item) == 6 else None
         _text(tname, "tensor name")
         if tname in seen:
             raise ValueError(f"{name}:{number}: tensor {tname!r} appears twice")
@@ -338,8 +368,16 @@ def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
             raise ValueError(f"{name}:{number}: tensor {tname!r} uses a blob the bundle lacks")
         if sizes[tdigest] != nbytes:
             raise ValueError(f"{name}:{number}: blob of {tname!r} has the wrong size")
+        shared.append(_place(place, f"{name}:{number}: storage of {tname!r}"))
         tensors.append((tname, dtype, shape, tdigest, nbytes))
-    if manifest_digest((n, d, s, h) for n, d, s, h, _ in tensors) != digest:
+    names = [t[0] for t in tensors]
+    shapes = [t[2] for t in tensors]
+    try:
+        check_groups([t[1] for t in tensors], shapes, shared)
+    except ValueError as exc:
+        raise ValueError(f"{name}:{number}: {exc}") from None
+    terms = manifest_terms(names, shapes, shared)
+    if manifest_digest((*t[:4], term) for t, term in zip(tensors, terms)) != digest:
         raise ValueError(f"{name}:{number}: digest does not match its tensor table")
     aliases = entry.get("aliases") or []
     if not isinstance(aliases, list):
@@ -367,8 +405,54 @@ def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
         torch_version=_text(entry["torch_version"], "torch_version"),
         source_format=_text(entry["source_format"], "source_format"),
         param_count=param_count,
-        tensors=tensors,
+        tensors=[
+            (*t, *to_columns(place, t[2]))
+            for t, place in zip(tensors, shared)  # type: ignore[misc]
+        ],
+        state_metadata=_module_metadata(entry.get("state_metadata"), "state_metadata"),
+        file_metadata=_file_metadata(entry.get("file_metadata")),
+        assumed_metadata=_module_metadata(entry.get("assumed_metadata"), "assumed_metadata"),
     )
+
+
+def _place(value: Any, label: str) -> Shared | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 3:
+        raise ValueError(f"{label} must be [group, offset, strides]")
+    group, offset, stride = value
+    if type(group) is not int or type(offset) is not int or not isinstance(stride, list):
+        raise ValueError(f"{label} must be [group, offset, strides]")
+    if any(type(s) is not int for s in stride):
+        raise ValueError(f"{label} has strides that are not integers")
+    return Shared(group, offset, tuple(stride))
+
+
+def _module_metadata(value: Any, field: str) -> list[Any] | None:
+    """A state dict's ``_metadata`` as stored: [[prefix, {key: plain value}], ...]."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise TypeError(f"{field} must be a list")
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            raise TypeError(f"{field} entries must be [prefix, object]")
+        if not isinstance(item[1], dict) or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool, type(None)))
+            for k, v in item[1].items()
+        ):
+            raise TypeError(f"{field} entries must map names to plain values")
+    return value
+
+
+def _file_metadata(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise TypeError("file_metadata must map strings to strings")
+    return value
 
 
 def in_lineage_order(versions: Sequence[BundleVersion]) -> list[BundleVersion]:

@@ -6,25 +6,39 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .sharing import Shared
+
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One state-dict entry of a version."""
+    """One state-dict entry of a version.
+
+    ``shared`` is set for keys that were one storage with other keys at push (tied
+    weights): the position of the group's first key, and where this key sits in it.
+    """
 
     name: str
     dtype: str
     shape: tuple[int, ...]
     digest: str
     nbytes: int
+    shared: Shared | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "dtype": self.dtype,
             "shape": list(self.shape),
             "digest": f"sha256:{self.digest}",
             "nbytes": self.nbytes,
         }
+        if self.shared is not None:
+            out["storage"] = {
+                "group": self.shared.group,
+                "offset": self.shared.offset,
+                "stride": list(self.shared.stride),
+            }
+        return out
 
 
 @dataclass(frozen=True)
@@ -33,14 +47,16 @@ class PushReport:
 
     created: bool
     bytes_written: int
-    tensors_written: int
+    tensors_written: int  # the version's tensors whose bytes were not stored before
     notes: tuple[str, ...] = ()
+    healed: int = 0  # damaged stored tensors this push's good bytes replaced
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "created": self.created,
             "bytes_written": self.bytes_written,
             "tensors_written": self.tensors_written,
+            "healed": self.healed,
             "notes": list(self.notes),
         }
 
@@ -227,20 +243,32 @@ class Problem:
 class VerifyReport:
     """The result of re-hashing stored tensors."""
 
-    checked: int
+    checked: int  # the version's tensors (with a ref), else the stored tensors
     checked_bytes: int
     corrupt: list[Problem]
     missing: list[Problem]
+    ref: str | None = None  # the version checked; None: the whole store
 
     @property
     def ok(self) -> bool:
         return not (self.corrupt or self.missing)
 
+    def affected(self, kind: str) -> int:
+        """How many tensors (of the version, or of all versions) have corrupt/missing bytes."""
+        problems = self.corrupt if kind == "corrupt" else self.missing
+        uses = [u for p in problems for u in p.used_by]
+        if self.ref is not None:
+            uses = [u for u in uses if u.split(" ", 1)[0] == self.ref]
+        return len(uses)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "ref": self.ref,
             "checked": self.checked,
             "checked_bytes": self.checked_bytes,
+            "corrupt_tensors": self.affected("corrupt"),
+            "missing_tensors": self.affected("missing"),
             "corrupt": [p.to_dict() for p in self.corrupt],
             "missing": [p.to_dict() for p in self.missing],
         }

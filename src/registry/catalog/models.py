@@ -9,7 +9,9 @@ The schema is created and changed only by the Alembic migrations in
 
 A *blob* is one tensor's raw bytes, keyed by their sha256, stored once at
 (pack, offset, nbytes) however many versions use it. *tensors* maps a version's
-state-dict keys (in their original order) to blobs, with dtype and shape.
+state-dict keys (in their original order) to blobs, with dtype and shape, and records
+which keys were one storage at push: storing equal bytes once is the store's business,
+and never makes two keys share memory when they are loaded.
 """
 
 from __future__ import annotations
@@ -113,6 +115,14 @@ class Version(Base):
     torch_version: Mapped[str] = mapped_column(String(64))
     source_format: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The state dict's ``_metadata`` as pushed: ``[[module prefix, {"version": 1}], ...]``
+    #: in order; NULL when the weights carried none (a .safetensors file, a plain dict).
+    state_metadata: Mapped[list[Any] | None] = mapped_column(JSON)
+    #: A pushed .safetensors file's header metadata (str -> str); NULL otherwise.
+    file_metadata: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    #: Module versions that load gives the architecture when the weights carried none
+    #: and its modules refuse weights without them (recorded at push); else NULL.
+    assumed_metadata: Mapped[list[Any] | None] = mapped_column(JSON)
 
     model: Mapped[Model] = relationship(back_populates="versions")
     tensors: Mapped[list[TensorRow]] = relationship(
@@ -168,6 +178,12 @@ class TensorRow(Base):
     shape: Mapped[list[int]] = mapped_column(JSON)
     digest: Mapped[str] = mapped_column(ForeignKey("blobs.digest"))
     nbytes: Mapped[int] = mapped_column(BigInteger)
+    #: For a key that shared its storage with other keys at push (tied weights): the
+    #: position of the group's first key; NULL for a key with a storage of its own.
+    storage_group: Mapped[int | None] = mapped_column(Integer)
+    #: Where a grouped key sits in the shared storage, ``[byte offset, [strides]]``;
+    #: NULL means offset 0 and contiguous (the usual tie).
+    storage_view: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class Tag(Base):

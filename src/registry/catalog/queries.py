@@ -6,13 +6,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from .models import Alias, Blob, Model, Pack, Tag, TensorRow, Version, utcnow
 from .reader import chunks
 
-#: Rows or IN-list items per statement here: a row of `tensors` binds 7 parameters,
+#: Rows or IN-list items per statement here: a row of `tensors` binds 9 parameters,
 #: and SQLite allows 32766 in one statement.
 _CHUNK = 900
 
@@ -112,6 +112,21 @@ def add_pack(
     )
 
 
+def heal_blobs(session: Session, pack_id: str, blobs: Sequence[tuple[str, int, int, str]]) -> None:
+    """Point damaged stored tensors at good copies of their bytes in ``pack_id``.
+
+    ``blobs`` holds (digest, offset, nbytes, checksum): bytes this push wrote and
+    hashed to ``digest`` where the stored copy failed its byte check. Every version
+    using the digest reads the good bytes from then on.
+    """
+    for digest, offset, nbytes, checksum in blobs:
+        session.execute(
+            update(Blob)
+            .where(Blob.digest == digest)
+            .values(pack_id=pack_id, offset=offset, nbytes=nbytes, checksum=checksum)
+        )
+
+
 def add_version(
     session: Session,
     model: Model,
@@ -124,12 +139,19 @@ def add_version(
     param_count: int,
     torch_version: str,
     source_format: str,
-    tensors: Sequence[tuple[str, str, Sequence[int], str, int]],
+    tensors: Sequence[Sequence[Any]],
     tags: Mapping[str, str],
     parent_id: int | None = None,
     created_at: datetime | None = None,
+    state_metadata: list[Any] | None = None,
+    file_metadata: Mapping[str, str] | None = None,
+    assumed_metadata: list[Any] | None = None,
 ) -> Version:
-    """Insert a version with its tensor table and tags."""
+    """Insert a version with its tensor table and tags.
+
+    ``tensors`` holds (name, dtype, shape, digest, nbytes[, storage_group,
+    storage_view]) per key, in state-dict order.
+    """
     version = Version(
         model_id=model.id,
         version=number,
@@ -144,6 +166,9 @@ def add_version(
         torch_version=torch_version,
         source_format=source_format,
         created_at=created_at or utcnow(),
+        state_metadata=state_metadata,
+        file_metadata=dict(file_metadata) if file_metadata is not None else None,
+        assumed_metadata=assumed_metadata,
     )
     session.add(version)
     session.flush()
@@ -151,13 +176,15 @@ def add_version(
         {
             "version_id": version.id,
             "position": i,
-            "name": name,
-            "dtype": dtype,
-            "shape": list(shape),
-            "digest": tdigest,
-            "nbytes": nbytes,
+            "name": entry[0],
+            "dtype": entry[1],
+            "shape": list(entry[2]),
+            "digest": entry[3],
+            "nbytes": entry[4],
+            "storage_group": entry[5] if len(entry) > 5 else None,
+            "storage_view": entry[6] if len(entry) > 6 else None,
         }
-        for i, (name, dtype, shape, tdigest, nbytes) in enumerate(tensors)
+        for i, entry in enumerate(tensors)
     ]
     for chunk in chunks(rows, _CHUNK):
         session.execute(insert(TensorRow.__table__), list(chunk))

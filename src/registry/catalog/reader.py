@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import AmbiguousReferenceError, ModelNotFoundError, VersionNotFoundError
 from ..records import ModelVersion, TensorInfo
 from ..refs import Ref
+from ..sharing import Shared, from_columns
 
 #: Bound parameters per IN (...) list; SQLite's default limit is 32766.
 _CHUNK = 10_000
@@ -67,6 +68,7 @@ class Location:
     pack_id: str
     offset: int
     checksum: str | None
+    shared: Shared | None = None  # its place in a storage shared with other keys
 
 
 @dataclass(frozen=True)
@@ -371,25 +373,51 @@ class Catalog:
 
     def _tensors(self, version_id: int) -> tuple[TensorInfo, ...]:
         return tuple(
-            TensorInfo(name, dtype, tuple(_json(shape)), digest, nbytes)
-            for name, dtype, shape, digest, nbytes in self.execute(
-                "SELECT name, dtype, shape, digest, nbytes FROM tensors "
-                "WHERE version_id = ? ORDER BY position",
-                (version_id,),
+            TensorInfo(name, dtype, tuple(dims), digest, nbytes, from_columns(group, view, dims))
+            for name, dtype, dims, digest, nbytes, group, view in (
+                (n, d, _json(s), h, b, g, _json(v))
+                for n, d, s, h, b, g, v in self.execute(
+                    "SELECT name, dtype, shape, digest, nbytes, storage_group, storage_view "
+                    "FROM tensors WHERE version_id = ? ORDER BY position",
+                    (version_id,),
+                )
             )
         )
 
     def tensor_locations(self, version_id: int) -> list[Location]:
         """The version's tensors in state-dict order, each with where its bytes are."""
-        return [
-            Location(name, dtype, _json(shape), digest, nbytes, pack_id, offset, checksum)
-            for name, dtype, shape, digest, nbytes, pack_id, offset, checksum in self.execute(
-                'SELECT t.name, t.dtype, t.shape, t.digest, b.nbytes, b.pack_id, b."offset", '
-                "b.checksum FROM tensors t JOIN blobs b ON b.digest = t.digest "
-                "WHERE t.version_id = ? ORDER BY t.position",
-                (version_id,),
+        found = []
+        for (
+            name,
+            dtype,
+            shape,
+            digest,
+            nbytes,
+            pack_id,
+            offset,
+            checksum,
+            group,
+            view,
+        ) in self.execute(
+            'SELECT t.name, t.dtype, t.shape, t.digest, b.nbytes, b.pack_id, b."offset", '
+            "b.checksum, t.storage_group, t.storage_view FROM tensors t "
+            "JOIN blobs b ON b.digest = t.digest WHERE t.version_id = ? ORDER BY t.position",
+            (version_id,),
+        ):
+            dims = _json(shape)
+            shared = from_columns(group, _json(view), dims)
+            found.append(
+                Location(name, dtype, dims, digest, nbytes, pack_id, offset, checksum, shared)
             )
-        ]
+        return found
+
+    def version_metadata(self, version_id: int) -> tuple[Any, Any, Any]:
+        """(state_metadata, file_metadata, assumed_metadata) of a version, parsed JSON."""
+        rows = self.execute(
+            "SELECT state_metadata, file_metadata, assumed_metadata FROM versions WHERE id = ?",
+            (version_id,),
+        )
+        return tuple(_json(v) for v in rows[0]) if rows else (None, None, None)  # type: ignore[return-value]
 
     def blobs_by_checksum(self, checksums: Iterable[str]) -> dict[str, list[StoredBlob]]:
         """Stored blobs whose checksum is one of ``checksums``: candidates, not proof."""

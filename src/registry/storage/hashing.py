@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import xxhash
 
@@ -83,8 +84,20 @@ def sha256_many(buffers: Sequence[memoryview | bytes], threads: int = HASH_THREA
     return results  # type: ignore[return-value]
 
 
-def manifest_digest(entries: Iterable[tuple[str, str, Sequence[int], str]]) -> str:
-    """sha256 of the canonical manifest of (name, dtype, shape, tensor digest) entries."""
-    manifest = sorted([name, dtype, list(shape), digest] for name, dtype, shape, digest in entries)
+def manifest_digest(entries: Iterable[Sequence[Any]]) -> str:
+    """sha256 of the canonical manifest of (name, dtype, shape, tensor digest[, sharing]).
+
+    ``sharing`` (a key's place in a storage it shares with other keys, see
+    ``registry.sharing.manifest_terms``) joins the manifest only where it is not None,
+    so versions without shared storages keep the digests they always had.
+    """
+    manifest = []
+    for entry in entries:
+        name, dtype, shape, digest = entry[:4]
+        item: list[Any] = [name, dtype, list(shape), digest]
+        if len(entry) > 4 and entry[4] is not None:
+            item.append(entry[4])
+        manifest.append(item)
+    manifest.sort(key=lambda item: item[0])
     text = json.dumps(manifest, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
