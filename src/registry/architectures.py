@@ -13,6 +13,8 @@ import difflib
 import importlib
 import inspect
 import json
+import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -270,34 +272,131 @@ def signature(arch: Architecture, kwargs: Mapping[str, Any]) -> Signature:
     return found
 
 
-def check_weights(
-    expected: Mapping[str, list[int]], shapes: Mapping[str, list[int]], label: str
-) -> None:
-    """Refuse weights whose keys or shapes differ from the expected state-dict shapes."""
-    missing = [k for k in expected if k not in shapes]
-    unexpected = [k for k in shapes if k not in expected]
-    mismatched = [
-        (k, list(shapes[k]), expected[k])
-        for k in expected
-        if k in shapes and list(shapes[k]) != expected[k]
-    ]
-    if not (missing or unexpected or mismatched):
-        return
-    parts = []
-    if missing:
-        parts.append(_listing(len(missing), "missing key", missing))
-    if unexpected:
-        parts.append(_listing(len(unexpected), "unexpected key", unexpected))
-    if mismatched:
-        shown = [f"{k}: weights {s} vs model {e}" for k, s, e in mismatched]
-        parts.append(_listing(len(mismatched), "mis-shaped key", shown))
-    hint = "" if missing or unexpected else _num_classes_hint(mismatched)
-    raise ArchitectureMismatchError(
-        f"weights do not fit {label}: " + "; ".join(parts) + hint,
-        missing=missing,
-        unexpected=unexpected,
-        mismatched=mismatched,
-    )
+@dataclass(frozen=True)
+class Misfit:
+    """Why torch's own strict ``load_state_dict`` refused weights: the same facts, parsed."""
+
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[tuple[str, list[int], list[int]]]  # key, weights' shape, model's shape
+    errors: list[str]  # anything else the modules said, one line each
+
+    def describe(self, label: str) -> str:
+        parts = []
+        if self.missing:
+            parts.append(_listing(len(self.missing), "missing key", self.missing))
+        if self.unexpected:
+            parts.append(_listing(len(self.unexpected), "unexpected key", self.unexpected))
+        if self.mismatched:
+            shown = [f"{k}: weights {s} vs model {e}" for k, s, e in self.mismatched]
+            parts.append(_listing(len(self.mismatched), "mis-shaped key", shown))
+        parts += self.errors[:SHOWN_KEYS]
+        return f"weights do not fit {label}: " + "; ".join(parts)
+
+    def error(self, label: str, hint: str = "") -> ArchitectureMismatchError:
+        return ArchitectureMismatchError(
+            self.describe(label) + hint,
+            missing=self.missing,
+            unexpected=self.unexpected,
+            mismatched=self.mismatched,
+        )
+
+
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for (.+?): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) from "
+    r"checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)"
+)
+
+
+def _dims(text: str) -> list[int]:
+    return [int(d) for d in text.split(",") if d.strip()]
+
+
+def with_metadata(
+    state: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None
+) -> OrderedDict[str, torch.Tensor]:
+    """A state dict as ``nn.Module.state_dict()`` makes them: ordered, with ``_metadata``.
+
+    The metadata is a deep copy: ``load_state_dict`` writes into it.
+    """
+    out = OrderedDict(state)
+    if metadata is not None:
+        out._metadata = copy.deepcopy(metadata)  # type: ignore[attr-defined]
+    return out
+
+
+def load_by_torch(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, Any] | None,
+    *,
+    strict: bool = True,
+) -> Misfit | None:
+    """Assign ``state`` into ``module`` by torch's own ``load_state_dict(assign=True)``.
+
+    Every module's own loading code runs (``_load_from_state_dict`` overrides, version
+    upgrades, extra state), so what is accepted is exactly what torch accepts. Returns
+    None when torch accepts the weights (with ``strict``, all keys), else the facts of
+    its refusal. Warnings that the modules raise while loading are silenced.
+    """
+    import warnings
+
+    captured: dict[str, Any] = {}
+
+    def keep_keys(_module: nn.Module, incompatible: Any) -> None:
+        captured["missing"] = list(incompatible.missing_keys)
+        captured["unexpected"] = list(incompatible.unexpected_keys)
+
+    handle = module.register_load_state_dict_post_hook(keep_keys)
+    errors: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # strict=False only defers the verdict on keys to the lines below: torch
+            # passes strict=True to every module's _load_from_state_dict either way.
+            module.load_state_dict(with_metadata(state, metadata), strict=False, assign=True)
+    except RuntimeError as exc:
+        errors = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        ]
+    except Exception as exc:  # a module's own loading code refused (e.g. a version check)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        errors = [f"{type(exc).__name__}: {first}".rstrip(": ")]
+    finally:
+        handle.remove()
+    missing = captured.get("missing", []) if strict else []
+    unexpected = captured.get("unexpected", []) if strict else []
+    mismatched = []
+    other = []
+    for line in errors:
+        found = _SIZE_MISMATCH.search(line)
+        if found:
+            mismatched.append((found.group(1), _dims(found.group(2)), _dims(found.group(3))))
+        else:
+            other.append(line.rstrip(". "))
+    if not (missing or unexpected or mismatched or other):
+        return None
+    return Misfit(missing, unexpected, mismatched, other)
+
+
+def misfit(
+    arch: Architecture,
+    kwargs: Mapping[str, Any],
+    state: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, Any] | None,
+) -> Misfit | None:
+    """Whether torch's strict ``load_state_dict`` into ``arch(**kwargs)`` takes ``state``.
+
+    Runs on a copy of the cached meta-device module: no memory, no init; the
+    tensors are assigned, never copied.
+    """
+    return load_by_torch(skeleton(arch, kwargs), state, metadata)
+
+
+def module_versions(arch: Architecture, kwargs: Mapping[str, Any]) -> OrderedDict[str, Any]:
+    """The ``_metadata`` that ``arch(**kwargs).state_dict()`` carries with this torch."""
+    metadata = getattr(_template(arch, kwargs).state_dict(), "_metadata", None)
+    return OrderedDict((k, dict(v)) for k, v in (metadata or {}).items())
 
 
 def _listing(count: int, noun: str, items: list[str]) -> str:
@@ -306,18 +405,29 @@ def _listing(count: int, noun: str, items: list[str]) -> str:
     return f"{count} {noun}{'s' if count != 1 else ''} ({shown}{more})"
 
 
-def _num_classes_hint(mismatched: list[tuple[str, list[int], list[int]]]) -> str:
-    """A head that differs only in its output count suggests ``num_classes``."""
-    if not mismatched or len(mismatched) > 2:
+def num_classes_hint(
+    arch: Architecture, kwargs: Mapping[str, Any], shapes: Mapping[str, list[int]]
+) -> str:
+    """A hint naming the ``num_classes`` that makes the weights fit, where one does.
+
+    Only when the architecture takes ``num_classes`` and the tensors that differ are
+    its head (the ones whose shapes follow ``num_classes``).
+    """
+    expected = signature(arch, kwargs).shapes
+    if set(expected) != set(shapes):
         return ""
-    if not all(s and e and s[1:] == e[1:] for _, s, e in mismatched):
+    differing = [k for k in expected if list(shapes[k]) != expected[k]]
+    outs = {shapes[k][0] for k in differing if shapes[k]}
+    if not differing or len(outs) != 1:
         return ""
-    outs = {s[0] for _, s, _e in mismatched}
-    return (
-        f" (a different head size: try --arch-arg num_classes={outs.pop()})"
-        if len(outs) == 1
-        else ""
-    )
+    count = outs.pop()
+    try:
+        fits = signature(arch, {**kwargs, "num_classes": count}).shapes == {
+            k: list(v) for k, v in shapes.items()
+        }
+    except (ArchitectureError, TypeError, ValueError):
+        return ""
+    return f" (the head fits num_classes={count})" if fits else ""
 
 
 def parameter_count(module: nn.Module) -> int:
@@ -467,33 +577,35 @@ def instantiate(
     device: str | torch.device = "cpu",
     *,
     strict: bool = True,
+    metadata: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Build ``arch`` and assign ``state_dict`` into it; eval mode, on ``device``.
+
+    ``metadata`` is the state dict's ``_metadata`` (module versions) that the modules'
+    loading code reads, as :func:`load_by_torch` passes it.
 
     The module is built on the meta device and the given tensors become its
     parameters and buffers (no copy). Architectures that keep tensors the state dict
     cannot fill (non-persistent buffers, plain tensor attributes) are built on the
     CPU instead, once detected. Tied weights stay tied.
     """
-    key = _meta_key(arch, kwargs)
-    if key in _NEEDS_CPU or not strict:
-        # Without strict, keys the weights lack keep a real initialisation.
-        module = _build_on_cpu(arch, kwargs)
-    else:
-        module = skeleton(arch, kwargs)
-        if key not in _META_OK:
-            if _leftover_meta(module):
-                _NEEDS_CPU.add(key)
-                module = _build_on_cpu(arch, kwargs)
-            else:
-                _META_OK.add(key)
+    module = _fresh(arch, kwargs, strict)
     tied = _tied_groups(module)
-    try:
-        module.load_state_dict(state_dict, strict=strict, assign=True)
-    except RuntimeError as exc:
+    refused = load_by_torch(module, state_dict, metadata, strict=strict)
+    if refused is not None and metadata is None and refused.errors:
+        # A version stored before the registry kept module versions (schema 0003) may
+        # be refused for lacking them (mnasnet's version check): give the current ones.
+        module = _fresh(arch, kwargs, strict)
+        tied = _tied_groups(module)
+        if load_by_torch(module, state_dict, module_versions(arch, kwargs), strict=strict) is None:
+            refused = None
+    if refused is not None:
         raise ArchitectureMismatchError(
-            f"stored weights do not fit {arch.label(kwargs)}: {str(exc).strip().splitlines()[0]}"
-        ) from None
+            "stored " + refused.describe(arch.label(kwargs)),
+            missing=refused.missing,
+            unexpected=refused.unexpected,
+            mismatched=refused.mismatched,
+        )
     for names in tied:
         first = (
             module.get_parameter(names[0])
@@ -505,6 +617,21 @@ def instantiate(
     if torch.device(device) != torch.device("cpu"):
         module.to(device)
     module.eval()
+    return module
+
+
+def _fresh(arch: Architecture, kwargs: Mapping[str, Any], strict: bool) -> nn.Module:
+    """A module to load into: a meta skeleton, or a CPU build where meta cannot do."""
+    key = _meta_key(arch, kwargs)
+    if key in _NEEDS_CPU or not strict:
+        # Without strict, keys the weights lack keep a real initialisation.
+        return _build_on_cpu(arch, kwargs)
+    module = skeleton(arch, kwargs)
+    if key not in _META_OK:
+        if _leftover_meta(module):
+            _NEEDS_CPU.add(key)
+            return _build_on_cpu(arch, kwargs)
+        _META_OK.add(key)
     return module
 
 

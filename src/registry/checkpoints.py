@@ -3,7 +3,14 @@
 Files from users are untrusted. Pickle-based checkpoints are read only with
 ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
 containers; there is no fallback to unsafe loading. The format is told by the
-file's first bytes, not its name.
+file's first bytes, not its name. Warnings that torch or safetensors raise while
+reading a user's file are theirs to log, not the user's to read: they are silenced.
+
+What the file carried besides tensors is kept: the state dict's ``_metadata``
+(each module's version, which ``_load_from_state_dict`` reads to upgrade old
+layouts) and a safetensors file's header metadata. Wrapper prefixes on the keys
+(``module.``, ``_orig_mod.``, ``model.``) are not decided here: only the
+architecture can say which keys fit (see ``fitting``).
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import os
 import pickle
 import re
 import struct
+import warnings
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +33,20 @@ from .errors import CheckpointError, NotACheckpointError, UnsafeCheckpointError
 #: Keys under which training scripts commonly nest the model's state dict.
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net", "network")
 #: Key prefixes added by wrappers: DataParallel / DDP and torch.compile.
-STRIPPED_PREFIXES = ("module.", "_orig_mod.")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 @dataclass
 class Checkpoint:
-    """A state dict read from a file, with how it was found."""
+    """A state dict read from a file, with how it was found and what came with it."""
 
     state_dict: dict[str, torch.Tensor]
     source_format: str  # "pth" or "safetensors"
     notes: list[str] = field(default_factory=list)
+    #: The state dict's ``_metadata`` (module prefix -> {"version": N}), None if none.
+    metadata: OrderedDict[str, dict[str, object]] | None = None
+    #: A safetensors file's header metadata (str -> str), None for other files.
+    file_metadata: dict[str, str] | None = None
 
 
 def _sniff(path: Path) -> str:
@@ -91,11 +104,12 @@ def _weights_only_reason(message: str) -> str:
     return "unsupported pickle content"
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    from safetensors import safe_open
 
     try:
-        return load_file(path, device="cpu")
+        with safe_open(path, framework="pt", device="cpu") as f:
+            return f.get_tensors(), f.metadata()
     except Exception as exc:  # safetensors raises its own SafetensorError and others
         raise NotACheckpointError(f"cannot read {path} as a safetensors file: {exc}") from None
 
@@ -109,8 +123,14 @@ def _is_tensor_dict(obj: object) -> bool:
     )
 
 
-def unwrap(obj: object, origin: str) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Find the state dict inside a loaded checkpoint object; say what was done."""
+def unwrap(
+    obj: object, origin: str
+) -> tuple[dict[str, torch.Tensor], OrderedDict[str, dict[str, object]] | None, list[str]]:
+    """Find the state dict inside a loaded checkpoint object.
+
+    Returns the tensors (keys as saved), the state dict's ``_metadata`` if it has
+    one, and notes saying what was done (which key held the state dict).
+    """
     notes: list[str] = []
     if not _is_tensor_dict(obj):
         if isinstance(obj, Mapping):
@@ -121,16 +141,40 @@ def unwrap(obj: object, origin: str) -> tuple[dict[str, torch.Tensor], list[str]
                     break
     if not _is_tensor_dict(obj):
         raise NotACheckpointError(_describe_non_state_dict(obj, origin))
-    state = dict(obj)  # type: ignore[arg-type]
-    for prefix in STRIPPED_PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-            notes.append(f"stripped the {prefix!r} prefix from {len(state)} keys")
-    return state, notes
+    metadata = getattr(obj, "_metadata", None)
+    if not isinstance(metadata, Mapping):
+        metadata = None
+    return dict(obj), metadata, notes  # type: ignore[arg-type]
+
+
+def _quantized_entry(obj: Mapping) -> str | None:
+    """The first key that holds quantized weights (eager-mode quantization), if any."""
+    for key, value in obj.items():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, torch.Tensor) and v.is_quantized for v in values):
+            return str(key)
+        if isinstance(key, str) and key.endswith("_packed_params"):
+            return key
+        if isinstance(value, Mapping):
+            found = _quantized_entry(value)
+            if found is not None:
+                return found
+    return None
+
+
+def quantized_message(origin: str, key: str) -> str:
+    return (
+        f"{origin} holds a quantized model's state dict ({key!r} holds quantized weights): "
+        "quantized tensors are not supported; push the model's state dict from before "
+        "quantization (float weights) and quantize after loading"
+    )
 
 
 def _describe_non_state_dict(obj: object, origin: str) -> str:
     if isinstance(obj, Mapping):
+        quantized = _quantized_entry(obj)
+        if quantized is not None:
+            return quantized_message(origin, quantized)
         if not obj:
             return f"{origin} holds an empty dict, not a state dict"
         odd_keys = [k for k in obj if not isinstance(k, str)]
@@ -162,11 +206,16 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         kind = _sniff(path)
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if kind == "safetensors":
-        state = _load_safetensors(path)
-        if not state:
-            raise NotACheckpointError(f"{path} is a safetensors file with no tensors")
-        return Checkpoint(state, "safetensors")
-    loaded = _load_pth(path)
-    state, notes = unwrap(loaded, str(path))
-    return Checkpoint(state, "pth", notes)
+    # torch and safetensors warn about their own deprecations while reading (e.g.
+    # TypedStorage, quantized tensors); the user gets our one-line verdict instead.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "safetensors":
+            state, file_metadata = _load_safetensors(path)
+            if not state:
+                raise NotACheckpointError(f"{path} is a safetensors file with no tensors")
+            meta = dict(file_metadata) if file_metadata is not None else None
+            return Checkpoint(state, "safetensors", file_metadata=meta)
+        loaded = _load_pth(path)
+        state, metadata, notes = unwrap(loaded, str(path))
+    return Checkpoint(state, "pth", notes, metadata=metadata)

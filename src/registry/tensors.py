@@ -37,7 +37,9 @@ def check_storable(name: str, value: object) -> torch.Tensor:
         )
     if value.is_quantized:
         raise InvalidArgumentError(
-            f"tensor {name!r} is quantized; quantized tensors are not supported"
+            f"tensor {name!r} is quantized ({value.dtype}): quantized tensors are not "
+            "supported; push the model's state dict from before quantization (float "
+            "weights) and quantize after loading"
         )
     if value.is_meta:
         raise InvalidArgumentError(f"tensor {name!r} is on the meta device and holds no data")
@@ -56,6 +58,10 @@ def raw_bytes(tensor: torch.Tensor) -> tuple[torch.Tensor, memoryview]:
     flat = flat.resolve_conj().resolve_neg().contiguous().reshape(-1)
     if flat.numel() == 0:
         return flat, memoryview(b"")
+    if flat.stride(0) != 1:
+        # torch calls a size-1 tensor contiguous whatever its stride (diagonal() of a 1x1,
+        # x[:, ::2] of an Nx1): reshape keeps that stride, and a byte view needs 1.
+        flat = flat.clone(memory_format=torch.contiguous_format)
     return flat, memoryview(flat.view(torch.uint8).numpy())
 
 
