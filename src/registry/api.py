@@ -8,6 +8,7 @@ commands start in a fraction of the time.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import time
@@ -19,11 +20,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import config
+from . import config, metadata
 from .catalog import revision as schema_revision
 from .catalog.reader import SORTS, Catalog, Location, StoredBlob
 from .errors import (
-    ArchitectureError,
     ArchitectureMismatchError,
     ArchitectureNotFoundError,
     CatalogError,
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from .architectures import Match
     from .bundle import ExportReport, ImportReport
+    from .checkpoints import Checkpoint
 
 PULL_FORMATS = ("pth", "safetensors")
 VERIFY_MODES = (True, False, "sha256")
@@ -315,13 +316,16 @@ class Registry:
         tensors that differ are read, to measure the largest absolute difference and
         the relative L2 norm of the change.
         """
-        from .tensors import difference
+        from .tensors import difference, from_buffer, parse_dtype
 
-        record_a, located_a, views_a = self._views(a, verify=True)
-        record_b, located_b, views_b = self._views(b, verify=True)
-        state_a, state_b = _tensors(located_a, views_a), _tensors(located_b, views_b)
-        info_a = {t.name: t for t in _tensor_infos(located_a)}
-        info_b = {t.name: t for t in _tensor_infos(located_b)}
+        opened_a, opened_b = self._views(a, verify=True), self._views(b, verify=True)
+        record_a, record_b = opened_a.record, opened_b.record
+        info_a = {t.name: t for t in _tensor_infos(opened_a.located)}
+        info_b = {t.name: t for t in _tensor_infos(opened_b.located)}
+
+        def value(opened: _Opened, t: TensorInfo) -> torch.Tensor:  # read only
+            return from_buffer(opened.views[t.digest], parse_dtype(t.dtype), t.shape)
+
         added = [t for n, t in info_b.items() if n not in info_a]
         removed = [t for n, t in info_a.items() if n not in info_b]
         reshaped, retyped, changed = [], [], []
@@ -340,7 +344,7 @@ class Registry:
             elif ta.dtype != tb.dtype:
                 retyped.append((name, ta.dtype, tb.dtype))
             else:
-                max_abs, rel = difference(state_a[name], state_b[name])
+                max_abs, rel = difference(value(opened_a, ta), value(opened_b, tb))
                 changed.append(TensorChange(name, max_abs, rel, tb.nbytes))
         return Diff(
             a=record_a.ref,
@@ -488,20 +492,27 @@ class Registry:
 
         Reports every corrupt tensor (bytes that do not match the digest or the
         checksum) and every missing one (its pack file gone or truncated), naming
-        the versions that use it.
+        the versions that use it. With ``ref``, counts are of that version's tensors
+        (a stored tensor that several of its keys use counts for each key).
         """
+        checked_ref = None
         with self._catalog() as catalog:
             if ref is None:
                 blobs = catalog.all_blobs()
+                checked, checked_bytes = len(blobs), sum(b.nbytes for b, _ in blobs)
             else:
                 version = catalog.resolve(parse_ref(ref))
+                checked_ref = f"{version.name}:{version.version}"
                 seen: dict[str, Any] = {}
-                for loc in catalog.tensor_locations(version.id):
+                located = catalog.tensor_locations(version.id)
+                for loc in located:
                     seen.setdefault(
                         loc.digest,
                         (StoredBlob(loc.digest, loc.pack_id, loc.offset, loc.nbytes), loc.checksum),
                     )
                 blobs = list(seen.values())
+                # The user reads counts of the version's tensors, however they are stored.
+                checked, checked_bytes = len(located), sum(loc.nbytes for loc in located)
         corrupt, missing = [], []
         by_pack: dict[str, list[Any]] = {}
         for blob, checksum in blobs:
@@ -533,10 +544,11 @@ class Registry:
             ]
 
         return VerifyReport(
-            checked=len(blobs),
-            checked_bytes=sum(b.nbytes for b, _ in blobs),
+            checked=checked,
+            checked_bytes=checked_bytes,
             corrupt=problems(corrupt, "corrupt"),
             missing=problems(missing, "missing"),
+            ref=checked_ref,
         )
 
     # -- bundles -----------------------------------------------------------------------
@@ -562,12 +574,19 @@ class Registry:
         if not refs:
             raise InvalidArgumentError("name at least one version to export")
         records: dict[str, ModelVersion] = {}
+        extras: dict[str, dict[str, Any]] = {}
         blobs: dict[str, memoryview] = {}
         for ref in refs:
-            record, located, views = self._views(ref, verify="sha256")
-            records.setdefault(record.ref, replace(record, tensors=_tensor_infos(located)))
-            blobs.update(views)
-        return write_bundle(Path(path), list(records.values()), blobs, progress)
+            opened = self._views(ref, verify="sha256")
+            record = opened.record
+            records.setdefault(record.ref, replace(record, tensors=_tensor_infos(opened.located)))
+            extras[record.ref] = {
+                "state_metadata": opened.state_metadata,
+                "file_metadata": opened.file_metadata,
+                "assumed_metadata": opened.assumed_metadata,
+            }
+            blobs.update(opened.views)
+        return write_bundle(Path(path), list(records.values()), blobs, progress, extras)
 
     def import_bundle(
         self,
@@ -651,6 +670,9 @@ class Registry:
                                 tags=v.tags,
                                 parent_id=parent_id,
                                 created_at=v.created_at,
+                                state_metadata=v.state_metadata,
+                                file_metadata=v.file_metadata,
+                                assumed_metadata=v.assumed_metadata,
                             )
                             for alias in v.aliases:
                                 queries.set_alias(session, model.id, alias, row.id)
@@ -686,23 +708,33 @@ class Registry:
         tags: Mapping[str, Any] | None = None,
         description: str | None = None,
         parent: str | None = None,
+        strip_prefix: str | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> ModelVersion:
         """Store weights as a new version of ``name`` and return it.
 
         ``source`` is a path to a ``.pth``/``.safetensors`` file, a state dict, or an
-        ``nn.Module`` (its ``state_dict()``). The weights are checked against ``arch``
-        built with ``arch_kwargs`` before anything is stored. Without ``arch``, a
-        module is recorded by its registered name or import path with the arguments
-        in ``arch_kwargs`` or its ``config``/``hparams``; weights alone are matched
-        against every known architecture and the one that fits is used. A classifier
-        whose head size differs from the default gets ``num_classes`` inferred
-        (``pushed.notes`` says so). Weights identical to a
-        version already under ``name`` return that version (``pushed.created`` is
-        False) and write nothing. ``parent`` names the version these weights were
-        fine-tuned from; :meth:`lineage` follows it.
+        ``nn.Module`` (its ``state_dict()``). The weights must be what torch's own
+        ``arch(**arch_kwargs).load_state_dict(weights, strict=True)`` accepts, checked
+        on the meta device before anything is stored. Without ``arch``, a module is
+        recorded by its registered name or import path with the arguments in
+        ``arch_kwargs`` or its ``config``/``hparams``; weights alone are matched
+        against every known architecture and the one that fits is used. Keys that
+        carry a wrapper's prefix (``module.``, ``_orig_mod.``, ``model.``) have it
+        stripped where that makes them fit, or as ``strip_prefix`` says. A classifier
+        whose head size differs from the default gets ``num_classes`` inferred.
+        ``pushed.notes`` says what was done.
+
+        Kept with the version: which keys were one storage (tied weights), the state
+        dict's ``_metadata`` (module versions) and a safetensors file's header
+        metadata. Weights identical to a version already under ``name`` return that
+        version (``pushed.created`` is False) and write nothing, unless the store's copy
+        of some tensor turns out damaged: then the good bytes are written and heal
+        every version that uses them (``pushed.healed``). ``parent`` names the version
+        these weights were fine-tuned from; :meth:`lineage` follows it.
         """
-        from . import architectures
+        from . import fitting
+        from .sharing import manifest_terms, storage_layout, to_columns
         from .tensors import check_storable, dtype_name, raw_bytes
 
         if name is None:
@@ -712,7 +744,7 @@ class Registry:
                 )
             name = Path(source).stem
         validate_name(name)
-        kwargs = validate_arch_kwargs(arch_kwargs)
+        validate_arch_kwargs(arch_kwargs)
         clean_tags = validate_tags(tags)
         if arch is not None and (not isinstance(arch, str) or not arch):
             raise InvalidArgumentError("arch= must name an architecture, e.g. 'resnet18'")
@@ -722,32 +754,32 @@ class Registry:
                 parent_id = catalog.resolve(parse_ref(parent)).id
         self._ready()
 
-        state, source_format, notes = _read_source(source)
-        for key, value in state.items():
+        checkpoint = _read_source(source)
+        for key, value in checkpoint.state_dict.items():
             check_storable(key, value)
-        shapes = {k: list(v.shape) for k, v in state.items()}
-        if arch is None:
-            arch, kwargs = _choose_architecture(source, arch_kwargs, shapes, notes)
-        architecture = architectures.resolve(arch)
-        expected = architectures.signature(architecture, kwargs)
-        try:
-            architectures.check_weights(expected.shapes, shapes, architecture.label(kwargs))
-        except ArchitectureMismatchError:
-            fixed = architectures.head_size_fix(architecture, kwargs, shapes)
-            if fixed is None:
-                raise
-            kwargs = fixed
-            expected = architectures.signature(architecture, kwargs)
-            notes.append(
-                f"inferred num_classes={kwargs['num_classes']} from the weights' head size"
-            )
-
+        notes = list(checkpoint.notes)
+        fitted = fitting.fit(
+            source,
+            checkpoint.state_dict,
+            metadata.encode(checkpoint.metadata, notes),
+            arch=arch,
+            arch_kwargs=arch_kwargs,
+            strip_prefix=strip_prefix,
+            notes=notes,
+        )
+        state = fitted.state
+        shared = storage_layout(list(state.values()))
         owners, views = [], []  # owners keep the memory behind each view alive
         for value in state.values():
             owner, view = raw_bytes(value)
             owners.append(owner)
             views.append(view)
         checksums = checksum_many(views)
+        names = list(state)
+        shapes = [list(v.shape) for v in state.values()]
+        dtypes = [dtype_name(v.dtype) for v in state.values()]
+        columns = [to_columns(entry, shape) for entry, shape in zip(shared, shapes)]
+        terms = manifest_terms(names, shapes, shared)
 
         import torch
         from sqlalchemy.exc import IntegrityError as DBIntegrityError
@@ -757,26 +789,43 @@ class Registry:
         for _round in range(_PUSH_ATTEMPTS):
             with self._catalog() as catalog:
                 stored = catalog.blobs_by_checksum(checksums)
-            digests, fresh = self._match_stored(owners, views, checksums, stored)
+            digests, fresh, damaged = self._match_stored(owners, views, checksums, stored)
             new = [views[i] for i in fresh]
             written = self._store.start_pack(new, progress) if new else None
             if written is not None:
                 for i, digest in zip(fresh, written.digests):
                     digests[i] = digest
             digests = [digests[j] if isinstance(j, int) else j for j in digests]  # type: ignore[misc]
-            reused = set(digests) - set(written.digests if written else ())
+            new_digests = set(written.digests if written else ())
+            reused = set(digests) - new_digests
+            heal = (
+                [
+                    (digest, offset, views[i].nbytes, checksums[i])
+                    for i, digest, offset in zip(fresh, written.digests, written.offsets)
+                    if digest in damaged.get(i, ())
+                ]
+                if written is not None
+                else []
+            )
             entries = [
-                (key, dtype_name(value.dtype), list(value.shape), digest, view.nbytes)
-                for (key, value), digest, view in zip(state.items(), digests, views)
+                (n, d, s, h, view.nbytes, group, view_column)
+                for n, d, s, h, view, (group, view_column) in zip(
+                    names, dtypes, shapes, digests, views, columns
+                )
             ]
-            version_digest = manifest_digest((n, d, s, h) for n, d, s, h, _ in entries)
-            committed = stale = False
+            version_digest = manifest_digest(
+                (n, d, s, h, t) for n, d, s, h, t in zip(names, dtypes, shapes, digests, terms)
+            )
+            tensors_written = sum(d in new_digests for d in digests)
+            if heal:
+                notes.append(_healed_note(heal, names, digests))
+            keep_pack = committed = stale = False
             try:
                 for attempt in range(_PUSH_ATTEMPTS):
                     try:
                         with self._writer() as session, session.begin():
                             existing = queries.version_by_digest(session, name, version_digest)
-                            if existing is not None:
+                            if existing is not None and not heal:
                                 result = existing.id, PushReport(False, 0, 0, tuple(notes))
                                 break
                             if queries.missing_blobs(session, reused):
@@ -796,40 +845,62 @@ class Registry:
                                         )
                                     ],
                                 )
-                            model, number = queries.next_version(session, name)
-                            version = queries.add_version(
-                                session,
-                                model,
-                                number,
-                                digest=version_digest,
-                                arch=architecture.name,
-                                arch_kwargs=kwargs,
-                                description=description,
-                                param_count=expected.param_count,
-                                torch_version=torch.__version__,
-                                source_format=source_format,
-                                tensors=entries,
-                                tags=clean_tags,
-                                parent_id=parent_id,
-                            )
+                                queries.heal_blobs(session, written.pack_id, heal)
                             written_bytes = written.nbytes if written else 0
-                            result = (
-                                version.id,
-                                PushReport(True, written_bytes, len(new), tuple(notes)),
-                            )
+                            if existing is not None:
+                                result = (
+                                    existing.id,
+                                    PushReport(
+                                        False, written_bytes, 0, tuple(notes), healed=len(heal)
+                                    ),
+                                )
+                            else:
+                                model, number = queries.next_version(session, name)
+                                version = queries.add_version(
+                                    session,
+                                    model,
+                                    number,
+                                    digest=version_digest,
+                                    arch=fitted.arch.name,
+                                    arch_kwargs=fitted.kwargs,
+                                    description=description,
+                                    param_count=fitted.param_count,
+                                    torch_version=torch.__version__,
+                                    source_format=checkpoint.source_format,
+                                    tensors=entries,
+                                    tags=clean_tags,
+                                    parent_id=parent_id,
+                                    state_metadata=fitted.metadata,
+                                    file_metadata=checkpoint.file_metadata,
+                                    assumed_metadata=fitted.assumed,
+                                )
+                                result = (
+                                    version.id,
+                                    PushReport(
+                                        True,
+                                        written_bytes,
+                                        tensors_written,
+                                        tuple(notes),
+                                        healed=len(heal),
+                                    ),
+                                )
                             if written is not None:
                                 written.wait()  # the pack is durable before the rows naming it
+                                keep_pack = True
                         committed = True
                         break
                     except DBIntegrityError:
                         # A concurrent push created the same model or version first; retry.
+                        keep_pack = False
                         if attempt == _PUSH_ATTEMPTS - 1:
                             raise
             finally:
-                if written is not None and not (committed and result[1].created):
+                if written is not None and not (committed and keep_pack):
                     self._store.abandon(written)
             if not stale:
                 break
+            if heal:
+                notes.pop()
         else:
             raise StorageError("stored tensors kept disappearing during the push; push again")
         return self._record(*result)
@@ -840,14 +911,17 @@ class Registry:
         views: list[memoryview],
         checksums: list[str],
         stored: dict[str, list[Any]],
-    ) -> tuple[list[Any], list[int]]:
+    ) -> tuple[list[Any], list[int], dict[int, set[str]]]:
         """Which tensors the store holds already, and which hold the same bytes.
 
         Returns, per tensor, its digest if stored, or the index of the earlier tensor
-        of this push with the same bytes, or None (new bytes); and the indices whose
-        bytes are new, each distinct content once.
+        of this push with the same bytes, or None (new bytes); the indices whose
+        bytes are new, each distinct content once; and, per new index, the digests of
+        stored copies that had its checksum but not its bytes, or could not be read.
         A checksum match is confirmed byte for byte against the stored (or earlier)
-        bytes before it counts: XXH3 is fast, not collision resistant.
+        bytes before it counts: XXH3 is fast, not collision resistant. A stored copy
+        that fails the comparison while the push's bytes turn out to have its digest
+        is damaged: the caller heals it.
         """
         result: list[Any] = [None] * len(views)
         reps: list[int] = []  # the first tensor with each distinct content
@@ -866,18 +940,30 @@ class Registry:
             seen.setdefault(key, []).append(i)
             reps.append(i)
 
-        maps: dict[str, mmap.mmap] = {}
+        maps: dict[str, mmap.mmap | None] = {}
         for i in reps:
             for blob in stored.get(checksums[i], ()):
                 if blob.pack_id not in maps:
-                    maps[blob.pack_id] = self._store.map(blob.pack_id)
+                    try:
+                        maps[blob.pack_id] = self._store.map(blob.pack_id)
+                    except StorageError:
+                        maps[blob.pack_id] = None  # a missing pack: its tensors are damaged
+
+        damaged: dict[int, set[str]] = {}
 
         def stored_digest(i: int) -> str | None:
             for blob in stored.get(checksums[i], ()):
-                if blob.nbytes == views[i].nbytes and same_bytes(
-                    pack_view(maps[blob.pack_id], blob.offset, blob.nbytes, blob.pack_id), views[i]
-                ):
-                    return blob.digest
+                if blob.nbytes != views[i].nbytes:
+                    continue
+                mapped = maps[blob.pack_id]
+                try:
+                    if mapped is not None and same_bytes(
+                        pack_view(mapped, blob.offset, blob.nbytes, blob.pack_id), views[i]
+                    ):
+                        return blob.digest
+                except StorageError:
+                    pass  # a truncated pack
+                damaged.setdefault(i, set()).add(blob.digest)
             return None
 
         # Comparing is memory-bound and numpy releases the GIL: large tensors on every
@@ -896,7 +982,7 @@ class Registry:
         fresh = [i for i in reps if found[i] is None]
         for i in reps:
             result[i] = found[i]
-        return result, fresh
+        return result, fresh, damaged
 
     def _record(self, version_id: int, report: PushReport) -> ModelVersion:
         from dataclasses import replace
@@ -907,13 +993,12 @@ class Registry:
 
     # -- reading weights ----------------------------------------------------------
 
-    def _open(self, ref: str, verify: bool | str) -> tuple[ModelVersion, dict[str, torch.Tensor]]:
-        record, located, views = self._views(ref, verify)
-        return record, _tensors(located, views)
+    def _open(self, ref: str, verify: bool | str) -> _Opened:
+        opened = self._views(ref, verify)
+        opened.state = _tensors(opened.located, opened.views, opened.state_metadata)
+        return opened
 
-    def _views(
-        self, ref: str, verify: bool | str
-    ) -> tuple[ModelVersion, list[Location], dict[str, memoryview]]:
+    def _views(self, ref: str, verify: bool | str) -> _Opened:
         """The version, where its tensors are, and a checked view of each distinct blob."""
         if verify not in VERIFY_MODES:
             raise InvalidArgumentError(
@@ -925,6 +1010,7 @@ class Registry:
                 row = catalog.resolve(parsed)
                 record = catalog.records([row])[0]
                 located = catalog.tensor_locations(row.id)
+                state_metadata, file_metadata, assumed = catalog.version_metadata(row.id)
             if len(located) != record.tensor_count:
                 raise IntegrityError(
                     f"{record.ref} lists {record.tensor_count} tensors but the catalogue "
@@ -955,17 +1041,21 @@ class Registry:
                     f"{'s' if len(names) != 1 else ''} do not match their digest ({shown}); "
                     "the tensor store is corrupt"
                 )
-        return record, located, views
+        return _Opened(record, located, views, state_metadata, file_metadata, assumed)
 
     def load_state_dict(self, ref: str, *, verify: bool | str = True) -> dict[str, torch.Tensor]:
-        """The stored state dict of ``ref``, in its original key order.
+        """The stored state dict of ``ref``: an ``OrderedDict`` in the original key order.
 
-        Tensors are copy-on-write views of the tensor store: writing to them never
+        It is what was pushed, by torch's rules: keys that were one storage (tied
+        weights) share one storage again, every other key has memory of its own
+        (whatever its value), and the state dict's ``_metadata`` (module versions)
+        is set as it was, if it had one. Tensors are copy-on-write views of the tensor
+        store (or copies, for a second key with the same bytes): writing to them never
         changes what is stored. Every tensor's bytes are checked against the XXH3-128
         checksum stored at push (~30 GB/s); ``verify="sha256"`` re-computes the sha256
         digests instead (~2 GB/s a core), ``verify=False`` skips the check.
         """
-        return self._open(ref, verify)[1]
+        return self._open(ref, verify).state
 
     def load(
         self,
@@ -978,14 +1068,18 @@ class Registry:
     ) -> nn.Module:
         """Rebuild the version's architecture with its stored arguments, weights in, eval mode.
 
-        ``device`` is where the module ends up; ``dtype`` casts floating-point tensors
-        (e.g. ``torch.bfloat16``; integer buffers keep theirs); ``strict=False``
-        tolerates keys the architecture no longer has or lacks (new parameters keep
-        their fresh initialisation). ``verify`` is as for :meth:`load_state_dict`.
+        The weights go in through the module's own ``load_state_dict`` (on the meta
+        device, assigned without a copy), with the module versions they were pushed
+        with. ``device`` is where the module ends up; ``dtype`` casts floating-point
+        tensors (e.g. ``torch.bfloat16``; integer buffers keep theirs);
+        ``strict=False`` tolerates keys the architecture no longer has or lacks (new
+        parameters keep their fresh initialisation). ``verify`` is as for
+        :meth:`load_state_dict`.
         """
         from . import architectures
 
-        record, state = self._open(ref, verify)
+        opened = self._open(ref, verify)
+        record = opened.record
         try:
             architecture = architectures.resolve(record.arch)
         except ArchitectureNotFoundError as exc:
@@ -996,9 +1090,10 @@ class Registry:
         return architectures.instantiate(
             architecture,
             record.arch_kwargs,
-            _cast(state, dtype),
+            _cast(opened.state, dtype),
             device,
             strict=strict,
+            metadata=opened.module_metadata,
         )
 
     def load_into(
@@ -1014,22 +1109,37 @@ class Registry:
         The module keeps its device, dtypes and mode; shapes must match (and with
         ``strict``, the keys).
         """
-        state = self._open(ref, verify)[1]
+        import warnings
+
+        from .architectures import with_metadata
+
+        opened = self._open(ref, verify)
         try:
-            module.load_state_dict(state, strict=strict)
-        except RuntimeError as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module.load_state_dict(
+                    with_metadata(opened.state, opened.module_metadata), strict=strict
+                )
+        except Exception as exc:  # torch's RuntimeError, or a module's own check
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            detail = "; ".join(lines[1:] or lines[:1]) or type(exc).__name__
             raise ArchitectureMismatchError(
-                f"{ref} does not fit {type(module).__name__}: "
-                f"{str(exc).strip().splitlines()[-1].strip()}"
+                f"{ref} does not fit {type(module).__name__}: {detail}"
             ) from None
         return module
 
-    def identify(self, source: Any, *, limit: int = 5) -> list[Match]:
-        """The known architectures whose key/shape signature best fits these weights."""
-        from . import architectures
+    def identify(
+        self, source: Any, *, limit: int = 5, strip_prefix: str | None = None
+    ) -> list[Match]:
+        """The known architectures whose key/shape signature best fits these weights.
 
-        state, _format_name, _notes = _read_source(source)
-        return architectures.identify({k: list(v.shape) for k, v in state.items()}, limit)
+        Keys under a wrapper's prefix (``module.``, ``_orig_mod.``, ``model.``) are
+        tried without it too, as :meth:`push` does.
+        """
+        from . import fitting
+
+        checkpoint = _read_source(source)
+        return fitting.identify(checkpoint.state_dict, limit, strip_prefix)
 
     def architectures(self) -> list[tuple[str, str]]:
         """(name, source) of every architecture that can be rebuilt by name."""
@@ -1057,15 +1167,44 @@ class Registry:
             format = (
                 "safetensors" if path is not None and Path(path).suffix == ".safetensors" else "pth"
             )
-        record, state = self._open(ref, verify="sha256")
+        opened = self._open(ref, verify="sha256")
+        record = opened.record
         if path is None:
             suffix = "safetensors" if format == "safetensors" else "pth"
             path = Path.cwd() / f"{record.name.replace('/', '-')}-v{record.version}.{suffix}"
         target = Path(path)
         if target.is_dir():
             raise StorageError(f"cannot write {target}: it is a folder")
-        _write_weights(state, target, format, record, progress)
+        _write_weights(opened, target, format, progress)
         return target
+
+
+class _Opened:
+    """A version opened for reading: its record, tensor locations, checked views of its
+    blobs, what its source carried besides tensors, and (once built) its state dict."""
+
+    def __init__(
+        self,
+        record: ModelVersion,
+        located: list[Location],
+        views: dict[str, memoryview],
+        state_metadata: Any,
+        file_metadata: Any,
+        assumed_metadata: Any,
+    ):
+        self.record, self.located, self.views = record, located, views
+        self.state_metadata = state_metadata
+        self.file_metadata = file_metadata
+        self.assumed_metadata = assumed_metadata
+        self.state: Any = None
+
+    @property
+    def module_metadata(self) -> Any:
+        """The ``_metadata`` a module loading these weights reads: as pushed, else the
+        module versions recorded at push for weights that carried none, else none."""
+        return metadata.decode(
+            self.state_metadata if self.state_metadata is not None else self.assumed_metadata
+        )
 
 
 def _when(value: datetime | str | None, label: str) -> datetime | None:
@@ -1125,101 +1264,93 @@ def _corrupt_blobs(
     return bad
 
 
-def _tensors(located: list[Location], views: Mapping[str, memoryview]) -> dict[str, torch.Tensor]:
-    """The state dict over ``views``; entries with the same bytes, dtype and shape share a tensor."""
-    from .tensors import from_buffer, parse_dtype
+def _tensors(
+    located: list[Location], views: Mapping[str, memoryview], state_metadata: Any = None
+) -> dict[str, torch.Tensor]:
+    """The state dict over ``views``, with exactly the storage sharing recorded at push
+    (see ``registry.sharing``), and its ``_metadata`` if it had one."""
+    from collections import OrderedDict
 
-    state: dict[str, torch.Tensor] = {}
-    shared: dict[tuple[str, str, tuple[int, ...]], torch.Tensor] = {}
-    for tensor in located:
-        key = (tensor.digest, tensor.dtype, tuple(tensor.shape))
-        if key not in shared:
-            shared[key] = from_buffer(views[tensor.digest], parse_dtype(tensor.dtype), tensor.shape)
-        state[tensor.name] = shared[key]
+    from .sharing import Entry, materialize
+
+    tensors = materialize(
+        [Entry(t.dtype, tuple(t.shape), t.digest, t.shared) for t in located], views
+    )
+    state: OrderedDict[str, torch.Tensor] = OrderedDict(
+        (t.name, tensor) for t, tensor in zip(located, tensors)
+    )
+    decoded = metadata.decode(state_metadata)
+    if decoded is not None:
+        state._metadata = decoded  # type: ignore[attr-defined]
     return state
 
 
 def _tensor_infos(located: list[Location]) -> tuple[TensorInfo, ...]:
     """The tensor table that a version's locations already carry (no second query)."""
-    return tuple(TensorInfo(t.name, t.dtype, tuple(t.shape), t.digest, t.nbytes) for t in located)
-
-
-def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """Floating tensors cast to ``dtype``; tensors shared between keys stay shared."""
-    if dtype is None:
-        return state
-    cast: dict[int, torch.Tensor] = {}
-    out = {}
-    for key, value in state.items():
-        if value.is_floating_point() and value.dtype != dtype:
-            if id(value) not in cast:
-                cast[id(value)] = value.to(dtype)
-            value = cast[id(value)]
-        out[key] = value
-    return out
-
-
-def _choose_architecture(
-    source: Any,
-    arch_kwargs: Mapping[str, Any] | None,
-    shapes: Mapping[str, list[int]],
-    notes: list[str],
-) -> tuple[str, dict[str, Any]]:
-    """The architecture and arguments to record when the caller named none."""
-    from torch import nn
-
-    from . import architectures
-
-    if isinstance(source, nn.Module):
-        try:
-            arch, found, origin = architectures.describe_module(source, arch_kwargs)
-        except ArchitectureError as exc:
-            refusal: ArchitectureError | None = exc
-        else:
-            kwargs = validate_arch_kwargs(found)
-            if origin not in ("arch_kwargs", "defaults"):
-                notes.append(f"recorded {arch} with the arguments in its `{origin}`")
-            return arch, kwargs
-    else:
-        refusal = None
-    matches = architectures.identify(shapes)
-    exact = [m for m in matches if m.score == 1.0]
-    if len(exact) == 1:
-        match = exact[0]
-        kwargs = validate_arch_kwargs({**match.arch_kwargs, **(arch_kwargs or {})})
-        notes.append(f"identified the weights as {match.name} ({match.source})")
-        return match.name, kwargs
-    if refusal is not None:
-        raise refusal
-    if exact:
-        raise ArchitectureNotFoundError(
-            f"the weights fit several architectures ({', '.join(m.name for m in exact)}); "
-            "choose one with --arch"
-        )
-    closest = ", ".join(f"{m.name} ({m.score:.0%})" for m in matches[:3])
-    raise ArchitectureNotFoundError(
-        "no known architecture fits these weights"
-        + (f"; closest: {closest}" if closest else "")
-        + "; name one with --arch (see `registry archs`, or use package.module:Class)"
+    return tuple(
+        TensorInfo(t.name, t.dtype, tuple(t.shape), t.digest, t.nbytes, t.shared) for t in located
     )
 
 
-def _read_source(source: Any) -> tuple[dict[str, torch.Tensor], str, list[str]]:
-    """State dict, source format and notes from a path, a mapping or a module."""
+def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Floating tensors cast to ``dtype``; keys that were the same view of one storage
+    (tied weights) share their cast tensor."""
+    if dtype is None:
+        return state
+    cast: dict[tuple[Any, ...], torch.Tensor] = {}
+    out = type(state)()
+    for key, value in state.items():
+        if value.is_floating_point() and value.dtype != dtype:
+            same = (
+                value.untyped_storage()._cdata,
+                value.storage_offset(),
+                tuple(value.shape),
+                value.stride(),
+                value.dtype,
+            )
+            if same not in cast:
+                cast[same] = value.to(dtype)
+            value = cast[same]
+        out[key] = value
+    if hasattr(state, "_metadata"):
+        out._metadata = state._metadata  # type: ignore[attr-defined]
+    return out
+
+
+def _read_source(source: Any) -> Checkpoint:
+    """The state dict, source format, notes and metadata of a path, a mapping or a module."""
+    import warnings
+
     import torch
 
-    from .checkpoints import read_checkpoint, unwrap
+    from .checkpoints import Checkpoint, read_checkpoint, unwrap
 
     if isinstance(source, (str, os.PathLike)):
-        checkpoint = read_checkpoint(source)
-        return checkpoint.state_dict, checkpoint.source_format, checkpoint.notes
-    if isinstance(source, torch.nn.Module):
-        return dict(source.state_dict()), "module", []
-    if isinstance(source, Mapping):
-        state, notes = unwrap(source, "the given state dict")
-        return state, "state_dict", notes
+        return read_checkpoint(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if isinstance(source, torch.nn.Module):
+            state, meta, notes = unwrap(source.state_dict(), "the module's state dict")
+            return Checkpoint(state, "module", notes, metadata=meta)
+        if isinstance(source, Mapping):
+            state, meta, notes = unwrap(source, "the given state dict")
+            return Checkpoint(state, "state_dict", notes, metadata=meta)
     raise InvalidArgumentError(
         f"cannot push a {type(source).__name__}: give a file path, a state dict or an nn.Module"
+    )
+
+
+def _healed_note(
+    heal: list[tuple[str, int, int, str]], names: list[str], digests: list[str]
+) -> str:
+    healed = {digest for digest, *_ in heal}
+    keys = [n for n, d in zip(names, digests) if d in healed]
+    shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    count = len(healed)
+    return (
+        f"healed {count} damaged stored tensor{'s' if count != 1 else ''} ({shown}): the "
+        "store's copy did not match its digest; the good bytes pushed now replace it for "
+        "every version that uses it"
     )
 
 
@@ -1245,17 +1376,24 @@ class _Counting:
 
 
 def _write_weights(
-    state: dict[str, torch.Tensor],
+    opened: _Opened,
     target: Path,
     format: str,
-    record: ModelVersion,
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Write atomically: a temporary file in the target folder, then rename."""
+    """Write atomically: a temporary file in the target folder, then rename.
+
+    A ``.pth`` is the state dict as pushed (storage sharing and ``_metadata``
+    included); a ``.safetensors`` file cannot share storage, so each key gets its own
+    bytes, and its header carries the pushed file's metadata, ``format: pt`` and the
+    registry's keys.
+    """
     import torch
 
     from ._files import replacing
+    from .sharing import contiguous_strides
 
+    state, record = opened.state, opened.record
     with replacing(target) as tmp:
         if format == "safetensors":
             from safetensors.torch import save_file
@@ -1263,14 +1401,25 @@ def _write_weights(
             seen: set[int] = set()
             unshared = {}
             for key, value in state.items():
-                # safetensors refuses tensors that share memory: give repeats their own copy.
-                unshared[key] = value.clone() if id(value) in seen else value
-                seen.add(id(value))
+                storage = value.untyped_storage()._cdata if value.numel() else None
+                # safetensors refuses shared or strided tensors: give repeats their own copy.
+                if storage in seen or value.stride() != contiguous_strides(value.shape):
+                    value = value.clone(memory_format=torch.contiguous_format)
+                seen.add(storage)
+                unshared[key] = value
+            registry_keys = {
+                "registry.ref": record.ref,
+                "registry.digest": f"sha256:{record.digest}",
+                "registry.arch": record.arch,
+                "registry.arch_kwargs": json.dumps(record.arch_kwargs, sort_keys=True),
+            }
             save_file(
                 unshared,
                 str(tmp),
-                metadata={"registry.ref": record.ref, "registry.arch": record.arch},
+                metadata=metadata.safetensors_header(opened.file_metadata, registry_keys),
             )
+            if progress is not None:
+                progress(record.total_bytes)
         else:
             with open(tmp, "wb") as raw:
                 torch.save(state, _Counting(raw, progress) if progress else raw)

@@ -30,19 +30,24 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except RegistryError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_one_line(str(exc))) from None
         except OSError as exc:
             raise click.ClickException(
-                f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+                _one_line(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
             ) from None
         except Exception as exc:
             # Only a command that went through SQLAlchemy can raise its errors; checking
             # sys.modules keeps the others from importing it just to catch nothing.
             sa_exc = sys.modules.get("sqlalchemy.exc")
             if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
-                detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                detail = _one_line(str(getattr(exc, "orig", None) or exc)).split("; ")[0]
                 raise click.ClickException(f"catalogue database error: {detail}") from None
             raise
+
+
+def _one_line(message: str) -> str:
+    """A message on one line, whatever the library that wrote it put in it."""
+    return "; ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def _registry():  # type: ignore[no-untyped-def]
@@ -88,6 +93,12 @@ def cli() -> None:
 )
 @click.option("--description", help="Free text stored with the version.")
 @click.option("--parent", metavar="REF", help="The version these weights were fine-tuned from.")
+@click.option(
+    "--strip-prefix",
+    metavar="PREFIX",
+    help="Remove PREFIX (e.g. 'module.') from every key; by default a wrapper's prefix "
+    "is removed only where that makes the keys fit.",
+)
 @json_option
 def push(
     path: str,
@@ -97,9 +108,15 @@ def push(
     arch_args: tuple[str, ...],
     description: str | None,
     parent: str | None,
+    strip_prefix: str | None,
     as_json: bool,
 ) -> None:
-    """Store the state dict in PATH (.pth or .safetensors) as a new version."""
+    """Store the state dict in PATH (.pth or .safetensors) as a new version.
+
+    The weights must be what torch's own load_state_dict(strict=True) into the
+    architecture accepts; which keys were tied, the module versions (_metadata) and
+    a safetensors file's metadata are kept with them.
+    """
     from .keyvalue import parse_arch_args, parse_tags
 
     kwargs = parse_arch_args(arch_args)
@@ -113,6 +130,7 @@ def push(
             tags=labels,
             description=description,
             parent=parent,
+            strip_prefix=strip_prefix,
             progress=progress,
         )
     report = mv.pushed
@@ -127,6 +145,11 @@ def push(
             f"pushed {mv.ref}: {mv.arch}, {_format.count(mv.param_count)} parameters, "
             f"{_format.size(mv.total_bytes)} in {mv.tensor_count} tensors; "
             f"wrote {_format.size(report.bytes_written)} ({report.tensors_written} new tensors)"
+        )
+    elif report.healed:
+        _say(
+            f"identical weights are already stored as {mv.ref}; no new version created; "
+            f"wrote {_format.size(report.bytes_written)} to heal its damaged tensors"
         )
     else:
         _say(f"identical weights are already stored as {mv.ref}; no new version created")
@@ -443,14 +466,18 @@ def verify(ref: str | None, as_json: bool) -> None:
     else:
         for problem in report.corrupt + report.missing:
             click.echo(str(problem))
-        _say(
-            f"checked {report.checked} tensors ({_format.size(report.checked_bytes)}): "
-            + (
-                "all intact"
-                if report.ok
-                else f"{len(report.corrupt)} corrupt, {len(report.missing)} missing"
+        if report.ok:
+            verdict = "all intact"
+        elif report.ref:  # counted as the version's tensors, however they are stored
+            verdict = f"{report.affected('corrupt')} corrupt, {report.affected('missing')} missing"
+        else:
+            uses = report.affected("corrupt") + report.affected("missing")
+            verdict = (
+                f"{len(report.corrupt)} corrupt, {len(report.missing)} missing "
+                f"(used by {uses} tensor{'s' if uses != 1 else ''} of versions)"
             )
-        )
+        scope = f"tensors of {report.ref}" if report.ref else "stored tensors"
+        _say(f"checked {report.checked} {scope} ({_format.size(report.checked_bytes)}): {verdict}")
     if not report.ok:
         sys.exit(1)
 
@@ -467,7 +494,8 @@ def export(refs: tuple[str, ...], output: str, as_json: bool) -> None:
         _emit_json(report.to_dict())
         return
     _say(
-        f"exported {', '.join(report.versions)}: {report.tensors} tensors, "
+        f"exported {', '.join(report.versions)}: {report.tensors} tensors "
+        f"({report.blobs} distinct), "
         f"{_format.size(report.bytes)}"
     )
     click.echo(report.path)
@@ -488,7 +516,10 @@ def import_(path: str, as_json: bool) -> None:
     for source, target, created in report.versions:
         state = "imported as" if created else "already here as"
         _say(f"{source}: {state} {target}")
-    _say(f"wrote {_format.size(report.bytes_written)} ({report.tensors_written} new tensors)")
+    _say(
+        f"wrote {_format.size(report.bytes_written)} "
+        f"({report.tensors_written} stored tensors new to this registry)"
+    )
     for _source, target, _created in report.versions:
         click.echo(target)
 
