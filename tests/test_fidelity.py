@@ -586,3 +586,18 @@ def test_versions_from_before_0003_still_load(home: Path):
         x = torch.randn(1, 3, 64, 64)
         with torch.no_grad():
             assert torch.equal(reg.load("mnas:1")(x), model(x))
+
+
+def test_show_says_which_keys_share_storage(home: Path):
+    torch.manual_seed(0)
+    with Registry(home=home) as reg:
+        reg.push(fidelity.TiedLM().state_dict(), "lm", arch="archs_helper.fidelity:TiedLM")
+    result = run_cli("show", "lm:1", check=True)
+    (head_row,) = [line for line in result.stdout.splitlines() if line.startswith("head.weight")]
+    assert head_row.rstrip().endswith("shared with embed.weight")
+    shown = run_cli("show", "lm:1", "--json", check=True).stdout
+    import json
+
+    tensors = {t["name"]: t for t in json.loads(shown)["tensors"]}
+    assert tensors["head.weight"]["storage"] == {"group": 0, "offset": 0, "stride": [16, 1]}
+    assert "storage" not in tensors["norm.weight"]

@@ -314,7 +314,13 @@ def show(ref: str, as_json: bool) -> None:
         [t.name, t.dtype, _format.shape(t.shape), _format.size(t.nbytes), t.digest[:12]]
         for t in mv.tensors
     ]
-    table = _format.table(["TENSOR", "DTYPE", "SHAPE", "SIZE", "DIGEST"], rows, right=(3,))
+    headers = ["TENSOR", "DTYPE", "SHAPE", "SIZE", "DIGEST"]
+    if any(t.shared is not None for t in mv.tensors):  # tied weights: say with what
+        headers.append("STORAGE")
+        for row, t in zip(rows, mv.tensors):
+            first = mv.tensors[t.shared.group].name if t.shared is not None else None
+            row.append(f"shared with {first}" if first not in (None, t.name) else "")
+    table = _format.table(headers, rows, right=(3,))
     click.echo("\n".join(lines) + "\n\n" + table)
 
 
