@@ -601,3 +601,24 @@ def test_show_says_which_keys_share_storage(home: Path):
     tensors = {t["name"]: t for t in json.loads(shown)["tensors"]}
     assert tensors["head.weight"]["storage"] == {"group": 0, "offset": 0, "stride": [16, 1]}
     assert "storage" not in tensors["norm.weight"]
+
+
+def test_torchs_verdict_is_remembered_only_where_values_cannot_matter(reg: Registry):
+    from registry import architectures
+
+    blind = architectures._value_blind
+    assert blind(architectures.resolve("resnet18"), {})
+    assert not blind(architectures.resolve("mnasnet0_5"), {})  # its own _load_from_state_dict
+    assert not blind(architectures.resolve("archs_helper.fidelity:WithExtraState"), {})
+    assert not blind(architectures.resolve("archs_helper.fidelity:Versioned"), {})
+
+    state = make_model("resnet18").state_dict()
+    reg.push(state, "r", arch="resnet18")  # accepted, and remembered
+    reg.push(make_model("resnet18", seed=1).state_dict(), "r", arch="resnet18")
+    for key in [k for k in state if k.endswith("num_batches_tracked")]:
+        del state[key]  # _metadata still says BatchNorm version 2: torch refuses
+    with pytest.raises(ArchitectureMismatchError, match="20 missing keys"):
+        reg.push(state, "r", arch="resnet18")
+    with pytest.raises(ArchitectureMismatchError, match="20 missing keys"):
+        reg.push(state, "r", arch="resnet18")
+    assert [mv.ref for mv in reg.list()] == ["r:2", "r:1"]

@@ -758,26 +758,28 @@ class Registry:
         for key, value in checkpoint.state_dict.items():
             check_storable(key, value)
         notes = list(checkpoint.notes)
+        encoded = metadata.encode(checkpoint.metadata, notes)
         fitted = fitting.fit(
             source,
             checkpoint.state_dict,
-            metadata.encode(checkpoint.metadata, notes),
+            encoded,
             arch=arch,
             arch_kwargs=arch_kwargs,
             strip_prefix=strip_prefix,
             notes=notes,
         )
-        state = fitted.state
-        shared = storage_layout(list(state.values()))
+        values = list(checkpoint.state_dict.values())
+        shared = storage_layout(values)
         owners, views = [], []  # owners keep the memory behind each view alive
-        for value in state.values():
+        for value in values:
             owner, view = raw_bytes(value)
             owners.append(owner)
             views.append(view)
         checksums = checksum_many(views)
+        state = fitted.state  # the same tensors in the same order; keys maybe without a prefix
         names = list(state)
-        shapes = [list(v.shape) for v in state.values()]
-        dtypes = [dtype_name(v.dtype) for v in state.values()]
+        shapes = [list(v.shape) for v in values]
+        dtypes = [dtype_name(v.dtype) for v in values]
         columns = [to_columns(entry, shape) for entry, shape in zip(shared, shapes)]
         terms = manifest_terms(names, shapes, shared)
 

@@ -388,9 +388,59 @@ def misfit(
     """Whether torch's strict ``load_state_dict`` into ``arch(**kwargs)`` takes ``state``.
 
     Runs on a copy of the cached meta-device module: no memory, no init; the
-    tensors are assigned, never copied.
+    tensors are assigned, never copied. torch's acceptance is remembered for the
+    process where it cannot depend on the tensors' values (see :func:`_value_blind`),
+    keyed by everything it can depend on: names, shapes, dtypes and metadata.
     """
-    return load_by_torch(skeleton(arch, kwargs), state, metadata)
+    key = None
+    if _value_blind(arch, kwargs):
+        key = (
+            _meta_key(arch, kwargs),
+            tuple((k, tuple(v.shape), v.dtype) for k, v in state.items()),
+            json.dumps(metadata, sort_keys=False, default=str),
+        )
+        if key in _ACCEPTED:
+            return None
+    refused = load_by_torch(skeleton(arch, kwargs), state, metadata)
+    if refused is None and key is not None:
+        if len(_ACCEPTED) >= _ACCEPTED_MAX:
+            _ACCEPTED.pop(next(iter(_ACCEPTED)))
+        _ACCEPTED[key] = True
+    return refused
+
+
+#: torch's acceptances that cannot depend on values, most recent last (see misfit).
+_ACCEPTED: dict[tuple[Any, ...], bool] = {}
+_ACCEPTED_MAX = 64
+_BLIND: dict[str, bool] = {}
+
+
+def _value_blind(arch: Architecture, kwargs: Mapping[str, Any]) -> bool:
+    """Whether torch's verdict on weights for ``arch(**kwargs)`` depends only on their
+    names, shapes, dtypes and ``_metadata``, never on their values.
+
+    True when every module loads with ``nn.Module``'s own code or an override from
+    ``torch.nn`` itself (BatchNorm's and InstanceNorm's read key names and versions),
+    and none has load hooks or extra state. Anything else (a torchvision or user
+    override, a quantized module, a hook) is asked every time.
+    """
+    key = _meta_key(arch, kwargs)
+    found = _BLIND.get(key)
+    if found is None:
+        found = True
+        for module in _template(arch, kwargs).modules():
+            cls = type(module)
+            owner = next(c for c in cls.__mro__ if "_load_from_state_dict" in vars(c))
+            if owner is not nn.Module and not owner.__module__.startswith("torch.nn.modules."):
+                found = False
+            elif module._load_state_dict_pre_hooks or module._load_state_dict_post_hooks:
+                found = False
+            elif getattr(cls, "set_extra_state", None) is not nn.Module.set_extra_state:
+                found = False
+            if not found:
+                break
+        _BLIND[key] = found
+    return found
 
 
 def module_versions(arch: Architecture, kwargs: Mapping[str, Any]) -> OrderedDict[str, Any]:
