@@ -463,13 +463,18 @@ def test_strip_prefix_says_it_outright(reg: Registry, home: Path, tmp_path: Path
 # -- 5. re-pushing good bytes heals a damaged store -------------------------------------------
 
 
-def test_pushing_good_bytes_heals_a_damaged_copy(reg: Registry, home: Path, tmp_path: Path):
+def push_then_damage(reg: Registry, home: Path, tmp_path: Path, tensor: str):
+    """Push resnet18 from a file as prod:1, then flip a byte of one stored tensor."""
     model = make_model("resnet18")
     path = tmp_path / "m.pth"
     torch.save(model.state_dict(), path)
     reg.push(path, "prod", arch="resnet18")
-    digest = next(t.digest for t in reg.get("prod:1").tensors if t.name == "layer1.0.conv1.weight")
-    flip_byte(home, digest)
+    flip_byte(home, next(t.digest for t in reg.get("prod:1").tensors if t.name == tensor))
+    return model, path
+
+
+def test_pushing_good_bytes_heals_a_damaged_copy(reg: Registry, home: Path, tmp_path: Path):
+    model, path = push_then_damage(reg, home, tmp_path, "layer1.0.conv1.weight")
     report = reg.verify("prod:1")
     assert not report.ok and "prod:1 layer1.0.conv1.weight" in report.corrupt[0].used_by
     with pytest.raises(Exception, match="layer1.0.conv1.weight"):
@@ -490,12 +495,7 @@ def test_pushing_good_bytes_heals_a_damaged_copy(reg: Registry, home: Path, tmp_
 
 
 def test_an_identical_push_of_a_damaged_version_heals_it(reg: Registry, home: Path, tmp_path):
-    model = make_model("resnet18")
-    path = tmp_path / "m.pth"
-    torch.save(model.state_dict(), path)
-    reg.push(path, "prod", arch="resnet18")
-    digest = next(t.digest for t in reg.get("prod:1").tensors if t.name == "fc.weight")
-    flip_byte(home, digest)
+    model, path = push_then_damage(reg, home, tmp_path, "fc.weight")
     result = run_cli("push", str(path), "--arch", "resnet18", "--name", "prod")
     assert result.returncode == 0, result.stderr
     assert "healed 1 damaged stored tensor (fc.weight)" in result.stderr

@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .sharing import Shared
+
+@dataclass(frozen=True)
+class Shared:
+    """Where one key sits in a storage it shares with other keys of the same version
+    (tied weights; see ``registry.sharing``)."""
+
+    group: int  # position of the group's first key in the version's tensor table
+    offset: int  # bytes from the storage's start to the key's first element
+    stride: tuple[int, ...]  # in elements
 
 
 @dataclass(frozen=True)

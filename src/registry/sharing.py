@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import IntegrityError
+from .records import Shared
 
 if TYPE_CHECKING:
     import torch
@@ -38,15 +39,6 @@ DTYPE_SIZES = {
     "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "bool": 1,
     "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Shared:
-    """Where one key sits in a storage it shares with other keys of the same version."""
-
-    group: int  # position of the group's first key
-    offset: int  # bytes from the storage's start to the key's first element
-    stride: tuple[int, ...]  # in elements
 
 
 def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:

@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import AmbiguousReferenceError, ModelNotFoundError, VersionNotFoundError
-from ..records import ModelVersion, TensorInfo
+from ..records import ModelVersion, Shared, TensorInfo
 from ..refs import Ref
-from ..sharing import Shared, from_columns
+from ..sharing import from_columns
 
 #: Bound parameters per IN (...) list; SQLite's default limit is 32766.
 _CHUNK = 10_000
