@@ -204,17 +204,12 @@ def materialize(entries: Sequence[Entry], views: Mapping[str, memoryview]) -> li
 def _tensor(
     buffer: memoryview, dtype: torch.dtype, shape: Sequence[int], copy: bool
 ) -> torch.Tensor:
-    import torch
-
     from .tensors import from_buffer
 
-    if not copy or math.prod(shape) == 0:
-        return from_buffer(buffer, dtype, shape)
-    # torch.empty, not bytearray: torch's allocator aligns to 64 bytes, as the packs do,
-    # so kernels (and their rounding) are the same as for the original tensor.
-    out = torch.empty(tuple(shape), dtype=dtype)
-    out.reshape(-1).view(torch.uint8).numpy()[:] = memoryview(buffer).cast("B")
-    return out
+    tensor = from_buffer(buffer, dtype, shape)
+    # A copy comes from torch's allocator, which aligns to 64 bytes as the packs do, so
+    # kernels (and their rounding) are the same as for the original tensor.
+    return tensor.clone() if copy and tensor.numel() else tensor
 
 
 def _group(
