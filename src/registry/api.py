@@ -781,7 +781,7 @@ class Registry:
         shapes = [list(v.shape) for v in values]
         dtypes = [dtype_name(v.dtype) for v in values]
         columns = [to_columns(entry, shape) for entry, shape in zip(shared, shapes)]
-        terms = manifest_terms(names, shapes, shared)
+        terms = manifest_terms(names, shared)
 
         import torch
         from sqlalchemy.exc import IntegrityError as DBIntegrityError
@@ -1273,11 +1273,9 @@ def _tensors(
     (see ``registry.sharing``), and its ``_metadata`` if it had one."""
     from collections import OrderedDict
 
-    from .sharing import Entry, materialize
+    from .sharing import materialize
 
-    tensors = materialize(
-        [Entry(t.dtype, tuple(t.shape), t.digest, t.shared) for t in located], views
-    )
+    tensors = materialize(located, views)
     state: OrderedDict[str, torch.Tensor] = OrderedDict(
         (t.name, tensor) for t, tensor in zip(located, tensors)
     )

@@ -293,9 +293,9 @@ class Misfit:
         parts += self.errors[:SHOWN_KEYS]
         return f"weights do not fit {label}: " + "; ".join(parts)
 
-    def error(self, label: str, hint: str = "") -> ArchitectureMismatchError:
+    def error(self, label: str, hint: str = "", prefix: str = "") -> ArchitectureMismatchError:
         return ArchitectureMismatchError(
-            self.describe(label) + hint,
+            prefix + self.describe(label) + hint,
             missing=self.missing,
             unexpected=self.unexpected,
             mismatched=self.mismatched,
@@ -463,21 +463,8 @@ def num_classes_hint(
     Only when the architecture takes ``num_classes`` and the tensors that differ are
     its head (the ones whose shapes follow ``num_classes``).
     """
-    expected = signature(arch, kwargs).shapes
-    if set(expected) != set(shapes):
-        return ""
-    differing = [k for k in expected if list(shapes[k]) != expected[k]]
-    outs = {shapes[k][0] for k in differing if shapes[k]}
-    if not differing or len(outs) != 1:
-        return ""
-    count = outs.pop()
-    try:
-        fits = signature(arch, {**kwargs, "num_classes": count}).shapes == {
-            k: list(v) for k, v in shapes.items()
-        }
-    except (ArchitectureError, TypeError, ValueError):
-        return ""
-    return f" (the head fits num_classes={count})" if fits else ""
+    fitting = _with_num_classes(arch, kwargs, shapes)
+    return f" (the head fits num_classes={fitting['num_classes']})" if fitting else ""
 
 
 def parameter_count(module: nn.Module) -> int:
@@ -655,12 +642,7 @@ def instantiate(
         if load_by_torch(module, state_dict, module_versions(arch, kwargs), strict=strict) is None:
             refused = None
     if refused is not None:
-        raise ArchitectureMismatchError(
-            "stored " + refused.describe(arch.label(kwargs)),
-            missing=refused.missing,
-            unexpected=refused.unexpected,
-            mismatched=refused.mismatched,
-        )
+        raise refused.error(arch.label(kwargs), prefix="stored ")
     for names in tied:
         first = (
             module.get_parameter(names[0])
@@ -771,20 +753,40 @@ def head_size_fix(
 ) -> dict[str, Any] | None:
     """``kwargs`` plus the ``num_classes`` the weights' head implies, if that makes them fit.
 
-    Only when the keys all match and the only differences are the output size of at
-    most two tensors (a classifier's weight and bias).
+    Only when no ``num_classes`` was given, the keys all match and the only differences
+    are the output size of at most two tensors (a classifier's weight and bias).
     """
     if "num_classes" in kwargs:
         return None
+    return _with_num_classes(arch, kwargs, shapes, classifier_only=True)
+
+
+def _with_num_classes(
+    arch: Architecture,
+    kwargs: Mapping[str, Any],
+    shapes: Mapping[str, list[int]],
+    *,
+    classifier_only: bool = False,
+) -> dict[str, Any] | None:
+    """``kwargs`` with the ``num_classes`` under which ``arch`` has exactly ``shapes``.
+
+    The candidate is the one first dimension that all differing tensors share; with
+    ``classifier_only``, at most two tensors may differ, and only in that dimension.
+    """
     expected = signature(arch, kwargs).shapes
     if set(expected) != set(shapes):
         return None
     differing = [k for k in expected if list(shapes[k]) != expected[k]]
-    if not differing or len(differing) > 2:
+    if not differing:
         return None
-    if not all(shapes[k] and expected[k] and shapes[k][1:] == expected[k][1:] for k in differing):
+    if classifier_only and (
+        len(differing) > 2
+        or not all(
+            shapes[k] and expected[k] and shapes[k][1:] == expected[k][1:] for k in differing
+        )
+    ):
         return None
-    outs = {shapes[k][0] for k in differing}
+    outs = {shapes[k][0] for k in differing if shapes[k]}
     if len(outs) != 1:
         return None
     candidate = {**kwargs, "num_classes": outs.pop()}

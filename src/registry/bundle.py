@@ -28,6 +28,7 @@ from typing import Any
 from ._files import replacing
 from .errors import IntegrityError, InvalidArgumentError, RegistryError
 from .keyvalue import validate_arch_kwargs, validate_tags
+from .metadata import PLAIN_VALUES
 from .records import ModelVersion
 from .refs import parse_ref, validate_alias, validate_name
 from .sharing import DTYPE_SIZES, Shared, check_groups, manifest_terms, to_columns
@@ -376,7 +377,7 @@ def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
         check_groups([t[1] for t in tensors], shapes, shared)
     except ValueError as exc:
         raise ValueError(f"{name}:{number}: {exc}") from None
-    terms = manifest_terms(names, shapes, shared)
+    terms = manifest_terms(names, shared)
     if manifest_digest((*t[:4], term) for t, term in zip(tensors, terms)) != digest:
         raise ValueError(f"{name}:{number}: digest does not match its tensor table")
     aliases = entry.get("aliases") or []
@@ -438,8 +439,7 @@ def _module_metadata(value: Any, field: str) -> list[Any] | None:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
             raise TypeError(f"{field} entries must be [prefix, object]")
         if not isinstance(item[1], dict) or not all(
-            isinstance(k, str) and isinstance(v, (str, int, float, bool, type(None)))
-            for k, v in item[1].items()
+            isinstance(k, str) and isinstance(v, PLAIN_VALUES) for k, v in item[1].items()
         ):
             raise TypeError(f"{field} entries must map names to plain values")
     return value

@@ -21,7 +21,8 @@ from typing import Any
 
 #: The prefix of the registry's own keys in a pulled safetensors file's metadata.
 REGISTRY_KEY_PREFIX = "registry."
-_SCALARS = (str, int, float, bool, type(None))
+#: The values a ``_metadata`` entry may hold: what JSON keeps exactly.
+PLAIN_VALUES = (str, int, float, bool, type(None))
 
 
 def encode(metadata: Mapping[Any, Any] | None, notes: list[str] | None = None) -> list[Any] | None:
@@ -40,7 +41,7 @@ def encode(metadata: Mapping[Any, Any] | None, notes: list[str] | None = None) -
             continue
         clean = {}
         for key, value in entry.items():
-            if isinstance(key, str) and isinstance(value, _SCALARS):
+            if isinstance(key, str) and isinstance(value, PLAIN_VALUES):
                 clean[key] = value
             else:
                 dropped += 1

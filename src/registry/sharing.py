@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import IntegrityError
 from .records import Shared
@@ -100,9 +99,7 @@ def from_columns(group: int | None, view: Any, shape: Sequence[int]) -> Shared |
     return Shared(int(group), int(offset), tuple(int(s) for s in stride))
 
 
-def manifest_terms(
-    names: Sequence[str], shapes: Sequence[Sequence[int]], shared: Sequence[Shared | None]
-) -> list[list[Any] | None]:
+def manifest_terms(names: Sequence[str], shared: Sequence[Shared | None]) -> list[list[Any] | None]:
     """Each key's sharing as the version digest sees it: ``[group's first name, offset,
     strides]``, or None. Groups are named by their smallest key so that the digest does
     not depend on key order; keys with a storage of their own add nothing, so a version
@@ -113,7 +110,7 @@ def manifest_terms(
             smallest[entry.group] = min(smallest.get(entry.group, name), name)
     return [
         None if entry is None else [smallest[entry.group], entry.offset, list(entry.stride)]
-        for entry, shape in zip(shared, shapes)
+        for entry in shared
     ]
 
 
@@ -134,9 +131,13 @@ def check_groups(
                 f"tensor {i} names storage group {entry.group}, which does not start there"
             )
         itemsize = DTYPE_SIZES[dtypes[i]]
-        if entry.offset < 0 or entry.offset % itemsize or len(entry.stride) != len(shapes[i]):
-            raise ValueError(f"tensor {i} has an impossible place in its storage")
-        if any(s < 0 for s in entry.stride) or not math.prod(shapes[i]):
+        if (
+            entry.offset < 0
+            or entry.offset % itemsize
+            or len(entry.stride) != len(shapes[i])
+            or any(s < 0 for s in entry.stride)
+            or not math.prod(shapes[i])
+        ):
             raise ValueError(f"tensor {i} has an impossible place in its storage")
         members.setdefault(entry.group, []).append(i)
     for group, found in members.items():
@@ -159,17 +160,16 @@ def group_extent(members: Sequence[tuple[str, Sequence[int], Shared]]) -> int:
 # -- load: independent keys, shared storages ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class Entry:
-    """What :func:`materialize` needs of one key."""
+class Located(Protocol):
+    """What :func:`materialize` reads of a key (the catalogue's ``Location`` has it)."""
 
     dtype: str
-    shape: tuple[int, ...]
+    shape: Sequence[int]
     digest: str
     shared: Shared | None
 
 
-def materialize(entries: Sequence[Entry], views: Mapping[str, memoryview]) -> list[torch.Tensor]:
+def materialize(entries: Sequence[Located], views: Mapping[str, memoryview]) -> list[torch.Tensor]:
     """The tensors of ``entries`` over ``views`` (digest -> the stored bytes, writable,
     e.g. a copy-on-write map), with exactly the recorded sharing and no other.
 
@@ -213,7 +213,7 @@ def _tensor(
 
 
 def _group(
-    entries: Sequence[Entry], members: list[int], views: Mapping[str, memoryview], own: Any
+    entries: Sequence[Located], members: list[int], views: Mapping[str, memoryview], own: Any
 ) -> list[torch.Tensor]:
     import torch
 
@@ -264,7 +264,7 @@ def _group(
     return result
 
 
-def _view(storage: Any, entry: Entry) -> torch.Tensor:
+def _view(storage: Any, entry: Located) -> torch.Tensor:
     import torch
 
     from .tensors import parse_dtype

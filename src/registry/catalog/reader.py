@@ -372,17 +372,16 @@ class Catalog:
         )
 
     def _tensors(self, version_id: int) -> tuple[TensorInfo, ...]:
-        return tuple(
-            TensorInfo(name, dtype, tuple(dims), digest, nbytes, from_columns(group, view, dims))
-            for name, dtype, dims, digest, nbytes, group, view in (
-                (n, d, _json(s), h, b, g, _json(v))
-                for n, d, s, h, b, g, v in self.execute(
-                    "SELECT name, dtype, shape, digest, nbytes, storage_group, storage_view "
-                    "FROM tensors WHERE version_id = ? ORDER BY position",
-                    (version_id,),
-                )
-            )
-        )
+        found = []
+        for name, dtype, shape, digest, nbytes, group, view in self.execute(
+            "SELECT name, dtype, shape, digest, nbytes, storage_group, storage_view "
+            "FROM tensors WHERE version_id = ? ORDER BY position",
+            (version_id,),
+        ):
+            dims = _json(shape)
+            shared = from_columns(group, _json(view), dims)
+            found.append(TensorInfo(name, dtype, tuple(dims), digest, nbytes, shared))
+        return tuple(found)
 
     def tensor_locations(self, version_id: int) -> list[Location]:
         """The version's tensors in state-dict order, each with where its bytes are."""
