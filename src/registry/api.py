@@ -567,7 +567,7 @@ class Registry:
         """
         from dataclasses import replace
 
-        from .bundle import write_bundle
+        from .bundle import EXTRA_KEYS, write_bundle
 
         if isinstance(refs, str):
             refs = [refs]
@@ -580,11 +580,7 @@ class Registry:
             opened = self._views(ref, verify="sha256")
             record = opened.record
             records.setdefault(record.ref, replace(record, tensors=_tensor_infos(opened.located)))
-            extras[record.ref] = {
-                "state_metadata": opened.state_metadata,
-                "file_metadata": opened.file_metadata,
-                "assumed_metadata": opened.assumed_metadata,
-            }
+            extras[record.ref] = {key: getattr(opened, key) for key in EXTRA_KEYS}
             blobs.update(opened.views)
         return write_bundle(Path(path), list(records.values()), blobs, progress, extras)
 
@@ -819,8 +815,7 @@ class Registry:
                 (n, d, s, h, t) for n, d, s, h, t in zip(names, dtypes, shapes, digests, terms)
             )
             tensors_written = sum(d in new_digests for d in digests)
-            if heal:
-                notes.append(_healed_note(heal, names, digests))
+            said = (*notes, _healed_note(heal, names, digests)) if heal else tuple(notes)
             keep_pack = committed = stale = False
             try:
                 for attempt in range(_PUSH_ATTEMPTS):
@@ -828,7 +823,7 @@ class Registry:
                         with self._writer() as session, session.begin():
                             existing = queries.version_by_digest(session, name, version_digest)
                             if existing is not None and not heal:
-                                result = existing.id, PushReport(False, 0, 0, tuple(notes))
+                                result = existing.id, PushReport(False, 0, 0, said)
                                 break
                             if queries.missing_blobs(session, reused):
                                 # `registry gc` removed stored tensors this push found a
@@ -852,9 +847,7 @@ class Registry:
                             if existing is not None:
                                 result = (
                                     existing.id,
-                                    PushReport(
-                                        False, written_bytes, 0, tuple(notes), healed=len(heal)
-                                    ),
+                                    PushReport(False, written_bytes, 0, said, healed=len(heal)),
                                 )
                             else:
                                 model, number = queries.next_version(session, name)
@@ -882,7 +875,7 @@ class Registry:
                                         True,
                                         written_bytes,
                                         tensors_written,
-                                        tuple(notes),
+                                        said,
                                         healed=len(heal),
                                     ),
                                 )
@@ -901,8 +894,6 @@ class Registry:
                     self._store.abandon(written)
             if not stale:
                 break
-            if heal:
-                notes.pop()
         else:
             raise StorageError("stored tensors kept disappearing during the push; push again")
         return self._record(*result)

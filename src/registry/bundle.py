@@ -86,6 +86,11 @@ class ImportReport:
 # -- export ----------------------------------------------------------------------------
 
 
+#: What a version's source carried besides tensors, as ``_Opened`` and the catalogue
+#: name it.
+EXTRA_KEYS = ("state_metadata", "file_metadata", "assumed_metadata")
+
+
 def version_entry(record: ModelVersion, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A version as the manifest holds it; ``extra`` holds the metadata its source carried."""
     return {
@@ -115,11 +120,8 @@ def version_entry(record: ModelVersion, extra: Mapping[str, Any] | None = None) 
             ]
             for t in record.tensors
         ],
-        **{key: (extra or {}).get(key) for key in _EXTRA_KEYS},
+        **{key: (extra or {}).get(key) for key in EXTRA_KEYS},
     }
-
-
-_EXTRA_KEYS = ("state_metadata", "file_metadata", "assumed_metadata")
 
 
 class _ViewReader(io.RawIOBase):
