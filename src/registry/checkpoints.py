@@ -29,11 +29,10 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, NotACheckpointError, UnsafeCheckpointError
+from .tensors import QUANTIZED
 
 #: Keys under which training scripts commonly nest the model's state dict.
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net", "network")
-#: Key prefixes added by wrappers: DataParallel / DDP and torch.compile.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 @dataclass
@@ -162,19 +161,14 @@ def _quantized_entry(obj: Mapping) -> str | None:
     return None
 
 
-def quantized_message(origin: str, key: str) -> str:
-    return (
-        f"{origin} holds a quantized model's state dict ({key!r} holds quantized weights): "
-        "quantized tensors are not supported; push the model's state dict from before "
-        "quantization (float weights) and quantize after loading"
-    )
-
-
 def _describe_non_state_dict(obj: object, origin: str) -> str:
     if isinstance(obj, Mapping):
         quantized = _quantized_entry(obj)
         if quantized is not None:
-            return quantized_message(origin, quantized)
+            return (
+                f"{origin} holds a quantized model's state dict ({quantized!r} holds "
+                f"quantized weights): {QUANTIZED}"
+            )
         if not obj:
             return f"{origin} holds an empty dict, not a state dict"
         odd_keys = [k for k in obj if not isinstance(k, str)]

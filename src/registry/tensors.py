@@ -12,6 +12,12 @@ import torch
 
 from .errors import InvalidArgumentError
 
+#: What to do instead of pushing quantized weights (said wherever they are refused).
+QUANTIZED = (
+    "quantized tensors are not supported; push the model's state dict from before "
+    "quantization (float weights) and quantize after loading"
+)
+
 
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.float32`` -> ``"float32"``."""
@@ -36,11 +42,7 @@ def check_storable(name: str, value: object) -> torch.Tensor:
             f"tensor {name!r} has layout {value.layout}; only dense tensors can be stored"
         )
     if value.is_quantized:
-        raise InvalidArgumentError(
-            f"tensor {name!r} is quantized ({value.dtype}): quantized tensors are not "
-            "supported; push the model's state dict from before quantization (float "
-            "weights) and quantize after loading"
-        )
+        raise InvalidArgumentError(f"tensor {name!r} is quantized ({value.dtype}): {QUANTIZED}")
     if value.is_meta:
         raise InvalidArgumentError(f"tensor {name!r} is on the meta device and holds no data")
     return value
