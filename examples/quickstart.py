@@ -1,7 +1,7 @@
 """The registry's main job, end to end, on an embedded default.
 
-Creates a registry in a temporary folder (or the folder given as the first
-argument), saves a randomly initialised torchvision resnet18 state dict to
+Creates a registry in a temporary folder, deleted at the end (or in the folder given
+as the first argument, which is kept), saves a randomly initialised torchvision resnet18 state dict to
 model.pth (nothing is downloaded), then runs, exactly as a user would:
 
     registry push model.pth --arch resnet18
@@ -46,12 +46,20 @@ def run(*args: str, cwd: Path) -> str:
 
 
 def main() -> None:
-    work = (
-        Path(sys.argv[1]).resolve()
-        if len(sys.argv) > 1
-        else Path(tempfile.mkdtemp(prefix="registry-demo-"))
-    )
-    work.mkdir(parents=True, exist_ok=True)
+    if len(sys.argv) > 1:
+        work = Path(sys.argv[1]).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        demo(work)
+        print(f"kept the registry and the files in {work}")
+        return
+    with tempfile.TemporaryDirectory(prefix="registry-demo-") as folder:
+        try:
+            demo(Path(folder))
+        finally:
+            print(f"removed the temporary folder {folder} (give a folder to keep the files)")
+
+
+def demo(work: Path) -> None:
     os.environ["REGISTRY_HOME"] = str(work / "home")
     print(f"registry home: {os.environ['REGISTRY_HOME']}")
 

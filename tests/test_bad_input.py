@@ -3,6 +3,7 @@ from the Python API, and nothing stored either way."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -25,9 +26,9 @@ from registry.errors import (
     IntegrityError,
     InvalidArgumentError,
     InvalidReferenceError,
+    MissingFileError,
     ModelNotFoundError,
     NotACheckpointError,
-    RegistryError,
     UnsafeCheckpointError,
     VersionNotFoundError,
 )
@@ -56,6 +57,17 @@ def cli_error(*args: str) -> str:
             from result.exception
     assert result.exit_code == 1, (result.exit_code, result.stderr)
     return assert_one_line_error(result.stderr, result.stdout)
+
+
+def cli_usage_error(*args: str) -> str:
+    """Run the CLI in-process, expect click's usage error (exit code 2, the usage line, no
+    traceback, nothing on stdout); return the message."""
+    result = CliRunner().invoke(cli, list(args), prog_name="registry")
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert result.stderr.startswith("Usage: registry "), result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error: ")]
+    return line[len("Error: "):]
 
 
 def pack_files(home: Path) -> list[Path]:
@@ -143,10 +155,17 @@ def test_missing_file(home: Path, reg: Registry, tmp_path: Path):
     missing = tmp_path / "nope" / "model.pth"
     message = cli_error(*push_args(missing))
     assert message == f"no such file: {missing}"
-    with pytest.raises(CheckpointError, match="no such file") as info:
+    with pytest.raises(FileNotFoundError, match="no such file") as info:
         reg.push(missing, arch="resnet18")
-    assert isinstance(info.value, RegistryError) and isinstance(info.value, ValueError)
-    assert str(missing) in str(info.value)
+    # the error tree's promise: a registry error that is also the matching built-in
+    assert isinstance(info.value, MissingFileError) and isinstance(info.value, LookupError)
+    assert info.value.filename == str(missing) and info.value.errno == errno.ENOENT
+    assert str(info.value) == f"no such file: {missing}"
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        reg.identify(missing)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        reg.import_bundle(tmp_path / "nope.tar")
+    assert cli_error("import", str(tmp_path / "nope.tar")) == f"no such file: {tmp_path / 'nope.tar'}"
     assert_nothing_stored(home, reg)
 
 
@@ -325,7 +344,8 @@ def test_head_size_mismatch_suggests_num_classes(home: Path, reg: Registry, tmp_
     ],
 )
 def test_malformed_arch_arg(item: str, fragment: str, home: Path, reg: Registry, resnet18_pth: Path):
-    assert fragment in cli_error(*push_args(resnet18_pth, "--arch-arg", item))
+    message = cli_usage_error(*push_args(resnet18_pth, "--arch-arg", item))
+    assert message.startswith("Invalid value for '--arch-arg'") and fragment in message
     with pytest.raises(InvalidArgumentError, match=fragment.replace("(", r"\(")):
         parse_arch_args([item])
     assert_nothing_stored(home, reg)
@@ -357,7 +377,8 @@ def test_arch_arg_values_the_builder_refuses(home: Path, reg: Registry, resnet18
     ids=["no-equals", "no-key", "space-in-key", "too-long"],
 )
 def test_malformed_tag(item: str, fragment: str, home: Path, reg: Registry, resnet18_pth: Path):
-    assert fragment in cli_error(*push_args(resnet18_pth, "--tag", item))
+    message = cli_usage_error(*push_args(resnet18_pth, "--tag", item))
+    assert message.startswith("Invalid value for '--tag'") and fragment in message
     with pytest.raises(InvalidArgumentError) as info:
         parse_tags([item])
     assert fragment in str(info.value)
@@ -369,15 +390,15 @@ def test_malformed_tag_via_api_and_list(home: Path, reg: Registry, resnet18_pth:
         reg.push(resnet18_pth, arch="resnet18", tags={"a b": "1"})
     with pytest.raises(InvalidArgumentError, match="invalid tag key"):
         reg.list(tags={"": "x"})
-    assert "expected KEY=VALUE" in cli_error("list", "--tag", "novalue")
+    assert "expected KEY=VALUE" in cli_usage_error("list", "--tag", "novalue")
     assert_nothing_stored(home, reg)
 
 
 @pytest.mark.parametrize("name", ["a b", "../x", "/abs", "x/", ".hidden", "a" * 129])
 def test_invalid_model_name(name: str, home: Path, reg: Registry, resnet18_pth: Path,
                             resnet18_state):
-    message = cli_error(*push_args(resnet18_pth, "--name", name))
-    assert "model name" in message
+    message = cli_usage_error(*push_args(resnet18_pth, "--name", name))
+    assert message.startswith("Invalid value for '--name'") and "model name" in message
     with pytest.raises(InvalidArgumentError, match="model name"):
         reg.push(resnet18_pth, name, arch="resnet18")
     with pytest.raises(InvalidArgumentError, match="model name"):
@@ -430,7 +451,7 @@ def test_wrapped_state_dict_is_accepted(home: Path, reg: Registry, tmp_path: Pat
     [
         ("nosuch", ModelNotFoundError, "no model named 'nosuch'"),
         ("modle:1", ModelNotFoundError, "did you mean model?"),
-        ("model:9", VersionNotFoundError, "model has no version 9 (latest is model:1)"),
+        ("model:9", VersionNotFoundError, "model has no version 9; the latest is model:1"),
         ("model:prod", VersionNotFoundError, "model has no alias 'prod'"),
         ("model@sha256:ffffffff", VersionNotFoundError, "no version with digest sha256:ffffffff"),
         ("model:", InvalidReferenceError, "'model:'"),
@@ -453,9 +474,11 @@ def test_unknown_or_malformed_reference(ref: str, error: type, fragment: str, ho
     work.mkdir()
     monkeypatch.chdir(work)
 
-    assert fragment in cli_error("show", ref)
-    assert fragment in cli_error("pull", ref)
-    assert fragment in cli_error("pull", ref, "-o", str(work / "out.pth"))
+    # a REF that cannot be one is bad usage (exit 2); one that names nothing stored, exit 1
+    check = cli_usage_error if error is InvalidReferenceError else cli_error
+    assert fragment in check("show", ref)
+    assert fragment in check("pull", ref)
+    assert fragment in check("pull", ref, "-o", str(work / "out.pth"))
     for call in (reg.get, reg.load, reg.load_state_dict, reg.pull):
         with pytest.raises(error) as info:
             call(ref)
@@ -465,7 +488,7 @@ def test_unknown_or_malformed_reference(ref: str, error: type, fragment: str, ho
 
 
 def test_unknown_name_in_list(home: Path, reg: Registry):
-    assert "invalid model name" in cli_error("list", "Bad Name")
+    assert "invalid model name" in cli_usage_error("list", "Bad Name")
     with pytest.raises(InvalidArgumentError):
         reg.list("../x")
 

@@ -66,8 +66,12 @@ def files_under(root: Path) -> set[str]:
 
 def same_metadata(a, b) -> None:
     for field in ("name", "digest", "arch", "arch_kwargs", "description", "tags", "aliases",
-                  "param_count", "total_bytes", "tensor_count", "tensors", "created_at"):
+                  "param_count", "total_bytes", "tensor_count", "tensors", "pushed_by",
+                  "pushed_host", "source_path", "git_commit", "git_dirty", "registry_version"):
         assert getattr(a, field) == getattr(b, field), field
+    # The import is b's creation here; when a was created is kept as its origin.
+    assert b.origin_created_at == (a.origin_created_at or a.created_at)
+    assert b.created_at > a.created_at
 
 
 def test_bundle_layout(reg: Registry, bundle: Path):

@@ -99,10 +99,10 @@ def test_installed_command_help_version_and_db(home: Path):
     assert versioned.stdout.strip() == f"registry, version {dist_version('registry')}"
 
     upgraded = run_cli("db", "upgrade", check=True)
-    assert upgraded.stdout.strip() == "0003"
-    assert "upgraded database schema from empty to 0003" in upgraded.stderr
+    assert upgraded.stdout.strip() == "0004"
+    assert "upgraded database schema from empty to 0004" in upgraded.stderr
     current = run_cli("db", "current", "--json", check=True)
-    assert json.loads(current.stdout) == {"current": "0003", "required": "0003", "up_to_date": True}
+    assert json.loads(current.stdout) == {"current": "0004", "required": "0004", "up_to_date": True}
 
 
 # -- in-process (CliRunner) -------------------------------------------------------------
@@ -263,17 +263,17 @@ def test_archs(home: Path):
 
 def test_db_current_and_upgrade(home: Path):
     fresh = ok("db", "current")
-    assert fresh.stdout.strip() == "none (needs 0003: run `registry db upgrade`)"
+    assert fresh.stdout.strip() == "none (needs 0004: run `registry db upgrade`)"
     assert json.loads(ok("db", "current", "--json").stdout) == {
-        "current": None, "required": "0003", "up_to_date": False,
+        "current": None, "required": "0004", "up_to_date": False,
     }
     first = ok("db", "upgrade")
-    assert first.stdout.strip() == "0003"
-    assert "from empty to 0003" in first.stderr
-    assert ok("db", "current").stdout.strip() == "0003 (up to date)"
+    assert first.stdout.strip() == "0004"
+    assert "from empty to 0004" in first.stderr
+    assert ok("db", "current").stdout.strip() == "0004 (up to date)"
     again = ok("db", "upgrade")
-    assert again.stdout.strip() == "0003" and "up to date" in again.stderr
-    assert json.loads(ok("db", "upgrade", "--json").stdout) == {"before": "0003", "after": "0003"}
+    assert again.stdout.strip() == "0004" and "up to date" in again.stderr
+    assert json.loads(ok("db", "upgrade", "--json").stdout) == {"before": "0004", "after": "0004"}
     assert (home / "registry.db").is_file()
 
 

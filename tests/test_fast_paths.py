@@ -84,7 +84,7 @@ def test_tag_and_untag_commands(home: Path, reg: Registry, resnet18_state):
     missing = run_cli("untag", "m:1", "nope")
     assert missing.returncode == 1 and missing.stderr.startswith("Error: m:1 has no tag 'nope'")
     malformed = run_cli("tag", "m:1", "novalue")
-    assert malformed.returncode == 1 and "KEY=VALUE" in malformed.stderr.upper().replace(" ", "")
+    assert malformed.returncode == 2 and "KEY=VALUE" in malformed.stderr.upper().replace(" ", "")
 
 
 def _collide(monkeypatch: pytest.MonkeyPatch) -> None:

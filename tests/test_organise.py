@@ -153,7 +153,9 @@ def test_aliases(reg: Registry, tmp_path: Path):
     assert "prod" in run_cli("show", "m:prod", check=True).stdout
     run_cli("alias", "--delete", "m:prod", check=True)
     assert reg.get("m:1").aliases == ()
-    one_line_error(run_cli("alias", "m:1", "latest"))
+    usage = run_cli("alias", "m:1", "latest")  # a value that cannot be an alias: bad usage
+    assert usage.returncode == 2 and usage.stderr.startswith("Usage: registry alias")
+    assert "Invalid value for 'ALIAS'" in usage.stderr and "reserved" in usage.stderr
     one_line_error(run_cli("alias", "--delete", "m:prod"))
 
 
@@ -371,7 +373,8 @@ def test_remove(home: Path, reg: Registry):
                                text=True, env=env, timeout=120)
     assert confirmed.returncode == 0, confirmed.stderr
     reg.alias("m:4", "prod")
-    assert "force" in one_line_error(run_cli("rm", "m:4", "--yes"))
+    refused = one_line_error(run_cli("rm", "m:4", "--yes"))
+    assert "--force" in refused and "force=True" not in refused
     assert refs(reg.list("m")) == ["m:4"]
     run_cli("rm", "m:4", "--yes", "--force", check=True)
     assert reg.list("m") == []

@@ -16,12 +16,15 @@ from .errors import (
     CatalogError,
     CheckpointError,
     ConfigurationError,
+    ConflictError,
     IntegrityError,
     InvalidArgumentError,
     InvalidReferenceError,
+    MissingFileError,
     ModelNotFoundError,
     NotACheckpointError,
     NotFoundError,
+    OutputExistsError,
     RegistryError,
     SchemaOutOfDateError,
     StorageError,
@@ -29,7 +32,7 @@ from .errors import (
     VersionNotFoundError,
 )
 from .plugins import architecture, register_architecture, unregister_architecture
-from .records import Diff, ModelVersion, PushReport, TensorInfo
+from .records import Diff, Event, ModelVersion, PushReport, TensorInfo
 
 if TYPE_CHECKING:
     from .api import Registry
@@ -52,6 +55,7 @@ __all__ = [
     "register_architecture",
     "unregister_architecture",
     "Diff",
+    "Event",
     "ModelVersion",
     "PushReport",
     "TensorInfo",
@@ -63,12 +67,15 @@ __all__ = [
     "CatalogError",
     "CheckpointError",
     "ConfigurationError",
+    "ConflictError",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidReferenceError",
+    "MissingFileError",
     "ModelNotFoundError",
     "NotACheckpointError",
     "NotFoundError",
+    "OutputExistsError",
     "SchemaOutOfDateError",
     "StorageError",
     "UnsafeCheckpointError",

@@ -2,42 +2,98 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import StorageError
+from .errors import OutputExistsError, StorageError
+
+#: File suffixes whose format is known: what `pull` writes for each.
+SUFFIX_FORMATS = {".safetensors": "safetensors", ".pth": "pth", ".pt": "pth"}
+
+
+def suffix_format(path: str | os.PathLike[str]) -> str | None:
+    """The weights format a file name asks for by its suffix, or None if it says none."""
+    return SUFFIX_FORMATS.get(Path(path).suffix.lower())
+
+
+def is_folder_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a folder: an existing one, or one spelled with a trailing slash."""
+    text = os.fspath(path)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+def exists_message(target: Path) -> tuple[str, str]:
+    """What to say when ``target`` exists: for Python users, and for command-line users."""
+    base = f"{target} exists; nothing was written"
+    return f"{base} (pass overwrite=True to replace it)", f"{base} (use --force to replace it)"
 
 
 @contextmanager
-def replacing(target: Path, *, durable: bool = False) -> Iterator[Path]:
-    """A new, empty temporary file beside ``target`` that replaces it if the block succeeds.
+def replacing(target: Path, *, durable: bool = False, overwrite: bool = True) -> Iterator[Path]:
+    """A new, empty temporary file beside ``target`` that becomes ``target`` if the block
+    succeeds.
 
-    The temporary file is created with the usual permissions (0666 less the umask),
-    fsync'd first if ``durable``, and renamed over ``target``; on any error it is
-    removed, and OS errors become :class:`StorageError` naming ``target``.
+    The file gets the mode any new file of the user gets (0666 less the umask), even
+    when the block's writer (safetensors' ``save_file``) recreates it with its own.
+    It is fsync'd first if ``durable``. With ``overwrite=False`` an existing
+    ``target`` is never replaced, not even one created while the block ran (the file
+    is linked into place, which fails if the name is taken): that raises
+    :class:`OutputExistsError`. On any error the temporary file is removed, and OS
+    errors become :class:`StorageError` naming ``target``.
     """
     folder = target.parent if str(target.parent) else Path(".")
+    if not overwrite and os.path.lexists(target):  # say so before any work is done
+        python, cli = exists_message(target)
+        raise OutputExistsError(python, cli=cli)
     tmp = folder / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        mode = os.stat(tmp).st_mode & 0o777  # what the umask made of 0666
     except OSError as exc:
         raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         yield tmp
+        if os.stat(tmp).st_mode & 0o777 != mode:
+            os.chmod(tmp, mode)
         if durable:
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        os.replace(tmp, target)
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            _link_into_place(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OutputExistsError):
+            raise
         raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _link_into_place(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` the name ``target`` unless that name is taken, atomically where the
+    file system has hard links."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        python, cli = exists_message(target)
+        raise OutputExistsError(python, cli=cli) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if os.path.lexists(target):  # no hard links here: check, then rename
+            python, cli = exists_message(target)
+            raise OutputExistsError(python, cli=cli) from None
+        os.replace(tmp, target)
+        return
+    tmp.unlink()

@@ -15,25 +15,35 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config, metadata
 from .catalog import revision as schema_revision
-from .catalog.reader import SORTS, Catalog, Location, StoredBlob
+from .catalog.reader import (
+    SORTS,
+    Catalog,
+    Location,
+    StoredBlob,
+    push_event,
+    version_snapshot,
+)
 from .errors import (
     ArchitectureMismatchError,
     ArchitectureNotFoundError,
     CatalogError,
+    ConflictError,
     IntegrityError,
     InvalidArgumentError,
+    OutputExistsError,
     StorageError,
 )
-from .keyvalue import format_kwargs, validate_arch_kwargs, validate_tags
+from .keyvalue import format_kwargs, parse_date, validate_arch_kwargs, validate_tags
 from .records import (
     Diff,
+    Event,
     GcReport,
     ModelVersion,
     Problem,
@@ -280,13 +290,27 @@ class Registry:
         with self._catalog() as catalog:
             return catalog.records(catalog.lineage(catalog.resolve(parsed)))
 
+    def children(self, ref: str) -> list[ModelVersion]:
+        """The versions whose parent (``push(parent=)``) is the version ``ref`` names."""
+        parsed = parse_ref(ref)
+        with self._catalog() as catalog:
+            return catalog.records(catalog.children(catalog.resolve(parsed)))
+
     def alias(self, ref: str, alias: str) -> ModelVersion:
         """Point ``NAME:ALIAS`` at the version ``ref`` names, moving it if it pointed elsewhere."""
         parsed = parse_ref(ref)
         validate_alias(alias)
         with self._catalog(write=True) as catalog:
             version = catalog.resolve(parsed)
-            catalog.set_alias(version, alias)
+            previous = catalog.alias_target(version.model_id, alias)
+            if previous is None or previous[0] != version.id:  # a move to where it is: no change
+                catalog.set_alias(version, alias)
+                catalog.record_event(
+                    "alias",
+                    version,
+                    None if previous is None else {"alias": alias, "version": previous[1]},
+                    {"alias": alias, "version": version.version},
+                )
             return catalog.records([version])[0]
 
     def unalias(self, ref: str) -> ModelVersion:
@@ -297,6 +321,9 @@ class Registry:
         with self._catalog(write=True) as catalog:
             version = catalog.resolve(parsed)
             catalog.delete_alias(version.model_id, parsed.alias)
+            catalog.record_event(
+                "unalias", version, {"alias": parsed.alias, "version": version.version}, None
+            )
             return catalog.records([version])[0]
 
     def describe(self, ref: str, description: str | None) -> ModelVersion:
@@ -306,7 +333,14 @@ class Registry:
             raise InvalidArgumentError("description must be a string or None")
         with self._catalog(write=True) as catalog:
             version = catalog.resolve(parsed)
-            catalog.set_description(version.id, description)
+            if description != version.description:
+                catalog.set_description(version.id, description)
+                catalog.record_event(
+                    "describe",
+                    version,
+                    {"description": version.description},
+                    {"description": description},
+                )
             return catalog.records([catalog.version_by_id(version.id)])[0]
 
     def diff(self, a: str, b: str) -> Diff:
@@ -373,10 +407,23 @@ class Registry:
             record = catalog.records([version])[0]
             if record.aliases and not force:
                 names = ", ".join(f"{version.name}:{a}" for a in record.aliases)
-                raise InvalidArgumentError(
+                base = (
                     f"{record.ref} is what {names} point{'s' if len(record.aliases) == 1 else ''} "
-                    "at; move the alias first, or remove with --force (force=True), which deletes it"
+                    "at; nothing was deleted: move the alias first, or remove it with"
                 )
+                raise InvalidArgumentError(
+                    f"{base} force=True, which deletes the alias too",
+                    cli=f"{base} --force, which deletes the alias too",
+                )
+            for alias in record.aliases:  # deleted with the version: each is history too
+                catalog.record_event(
+                    "unalias", version, {"alias": alias, "version": version.version}, None
+                )
+            snapshot = version_snapshot(record)
+            children = catalog.children(version)
+            if children:  # they lose their parent with it
+                snapshot["children"] = [f"{c.name}:{c.version}" for c in children]
+            catalog.record_event("remove", version, snapshot, None)
             catalog.delete_version(version.id)
             return record
 
@@ -388,7 +435,13 @@ class Registry:
             raise InvalidArgumentError("give at least one tag, as KEY=VALUE")
         with self._catalog(write=True) as catalog:
             version = catalog.resolve(parsed)
-            catalog.set_tags(version.id, clean)
+            old = catalog.tags_of(version.id)
+            changed = {k: v for k, v in clean.items() if old.get(k) != v}
+            if changed:
+                catalog.set_tags(version.id, changed)
+                catalog.record_event(
+                    "tag", version, {k: old[k] for k in changed if k in old}, changed
+                )
             return catalog.records([catalog.version_by_id(version.id)])[0]
 
     def untag(self, ref: str, keys: list[str] | tuple[str, ...]) -> ModelVersion:
@@ -398,13 +451,65 @@ class Registry:
             raise InvalidArgumentError("give at least one tag key to remove")
         with self._catalog(write=True) as catalog:
             version = catalog.resolve(parsed)
+            old = catalog.tags_of(version.id)
             removed = catalog.remove_tags(version.id, keys)
             missing = [k for k in keys if k not in removed]
             if missing:
                 raise InvalidArgumentError(
                     f"{version.name}:{version.version} has no tag {', '.join(map(repr, missing))}"
                 )
+            catalog.record_event("untag", version, {k: old[k] for k in removed}, {})
             return catalog.records([catalog.version_by_id(version.id)])[0]
+
+    def log(self, ref_or_name: str | None = None, *, limit: int | None = None) -> list[Event]:
+        """The history, newest first: every push and every later change, who and when.
+
+        With no argument, the whole registry's; with a NAME, every event of that model
+        (versions since removed included); with a REF naming a version (``name:3``,
+        ``name:latest``, ``name:ALIAS``, ``name@sha256:HEX``), that version's, an alias
+        moved away from it included (``name:3`` also answers for a removed version).
+        Pushes are read from the versions themselves (``kind`` ``push``; actor
+        ``unknown`` for versions pushed before provenance was recorded; an imported
+        version's push is dated when it was first created); the other kinds are the
+        recorded events: ``tag``, ``untag``, ``alias``, ``unalias``, ``describe``,
+        ``remove``, ``import``, ``push-update`` (``records.EVENT_KINDS`` says what
+        their ``before`` and ``after`` hold). ``limit`` keeps the newest that many.
+
+        Raises InvalidReferenceError for a malformed NAME or REF, ModelNotFoundError
+        for a name the registry never had, VersionNotFoundError for a version that is
+        neither there nor in the history, InvalidArgumentError for a negative limit.
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise InvalidArgumentError("limit must be an integer or None")
+        if limit is not None and limit < 0:
+            raise InvalidArgumentError("limit cannot be negative")
+        parsed = None if ref_or_name is None else parse_ref(ref_or_name)
+        whole_model = ref_or_name is not None and not any(c in ref_or_name for c in ":@")
+        with self._catalog() as catalog:
+            name = number = None
+            if parsed is not None:
+                name = parsed.name
+                catalog.model_id(name)  # ModelNotFoundError for a name never used
+                if parsed.version is not None:
+                    number = parsed.version  # its history outlives the version
+                elif not whole_model:
+                    number = catalog.resolve(parsed).version
+            events = catalog.events(name, number, limit=limit)
+            pushes = catalog.pushes(name, number, limit=limit)
+            if number is not None and not events and not pushes:
+                catalog.resolve(parsed)  # type: ignore[arg-type]  # says why it is not there
+        for event in events:  # the push of a removed version, from what its removal kept
+            if event.kind == "remove" and event.version is not None:
+                if isinstance(event.before, dict):
+                    made = push_event(event.name, event.version, event.before)
+                    if made is not None:
+                        pushes.append(made)
+        found = sorted(  # at one moment: a version's push before its events, in order made
+            events + pushes,
+            key=lambda e: (e.at, e.kind != "push", e.id or 0, e.version or 0),
+            reverse=True,
+        )
+        return found[:limit] if limit is not None else found
 
     # -- the store: garbage collection and verification --------------------------
 
@@ -558,12 +663,15 @@ class Registry:
         refs: str | list[str] | tuple[str, ...],
         path: str | os.PathLike[str],
         *,
+        overwrite: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> ExportReport:
         """Write the versions ``refs`` name, with every tensor they use, to a tar bundle.
 
         Each tensor is checked against its sha256 on the way out. ``progress`` is
-        called with the number of bytes of each tensor written.
+        called with the number of bytes of each tensor written. An existing file is
+        replaced only with ``overwrite=True`` (else :class:`OutputExistsError`, raised
+        before anything is read).
         """
         from dataclasses import replace
 
@@ -573,6 +681,11 @@ class Registry:
             refs = [refs]
         if not refs:
             raise InvalidArgumentError("name at least one version to export")
+        if not overwrite and os.path.lexists(path):
+            from ._files import exists_message
+
+            python, cli = exists_message(Path(path))
+            raise OutputExistsError(python, cli=cli)
         records: dict[str, ModelVersion] = {}
         extras: dict[str, dict[str, Any]] = {}
         blobs: dict[str, memoryview] = {}
@@ -582,7 +695,9 @@ class Registry:
             records.setdefault(record.ref, replace(record, tensors=_tensor_infos(opened.located)))
             extras[record.ref] = {key: getattr(opened, key) for key in EXTRA_KEYS}
             blobs.update(opened.views)
-        return write_bundle(Path(path), list(records.values()), blobs, progress, extras)
+        return write_bundle(
+            Path(path), list(records.values()), blobs, progress, extras, overwrite=overwrite
+        )
 
     def import_bundle(
         self,
@@ -592,17 +707,25 @@ class Registry:
     ) -> ImportReport:
         """Add the versions of a bundle written by :meth:`export`.
 
-        Names, tags, aliases, descriptions, creation times and lineage are kept, and
-        version numbers where this registry never used them (else the next free one).
-        Versions whose weights are already stored under their name are not added
-        again, and tensors already stored are not written again. The whole bundle is
-        checked (members, manifest, every digest) before anything is stored; a bad
-        bundle changes nothing.
+        Names, tags, aliases, descriptions, lineage and provenance (who pushed each
+        version, from where) are kept, and version numbers where this registry never
+        used them (else the next free one). An imported version's ``created_at`` is
+        when it entered this registry (so newest first means the same everywhere) and
+        ``origin_created_at`` when it was first created. Each imported version is an
+        ``import`` event in :meth:`log`, and an alias moved from a version here is an
+        ``alias`` event. Versions whose weights are already stored under their name are
+        not added again, and tensors already stored are not written again. The whole
+        bundle is checked (members, manifest, every digest) before anything is stored;
+        a bad bundle changes nothing.
         """
         from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
+        from . import provenance
         from .bundle import Bundle, ImportReport, in_lineage_order
         from .catalog import queries
+
+        who = provenance.actor()
+        bundle_path = os.path.abspath(os.fspath(path))
 
         with Bundle(path) as bundle:
             versions = in_lineage_order(bundle.versions)
@@ -626,6 +749,7 @@ class Registry:
             for attempt in range(_PUSH_ATTEMPTS):
                 outcome: list[tuple[str, str, bool]] = []
                 ids: dict[str, int] = {}
+                refs_here: dict[str, str] = {}  # bundle ref -> the version's ref here
                 try:
                     with self._writer() as session, session.begin():
                         if written is not None:
@@ -641,8 +765,62 @@ class Registry:
                         for v in versions:
                             existing = queries.version_by_digest(session, v.name, v.digest)
                             if existing is not None:
+                                here = f"{v.name}:{existing.version}"
+                                parent_id = ids.get(v.parent) if v.parent else None
+                                changed, kept, added = _add_to_existing(
+                                    session,
+                                    existing,
+                                    here,
+                                    tags=v.tags,
+                                    description=v.description,
+                                    parent=(
+                                        (refs_here[v.parent], parent_id)
+                                        if parent_id is not None
+                                        else None
+                                    ),
+                                    strict=False,
+                                )
+                                added_aliases = []
+                                for alias in v.aliases:  # only aliases this model lacks
+                                    target = queries.alias_target(session, existing.model_id, alias)
+                                    if target is None:
+                                        queries.set_alias(
+                                            session, existing.model_id, alias, existing.id
+                                        )
+                                        added_aliases.append(alias)
+                                        changed += (f"alias {alias}",)
+                                    elif target != existing.id:
+                                        kept += (f"{v.name}:{alias} points at another version",)
+                                if added_aliases:
+                                    added["aliases"] = added_aliases
+                                if added:
+                                    queries.record_event(
+                                        session,
+                                        "import",
+                                        v.name,
+                                        existing.version,
+                                        existing.id,
+                                        {k: None for k in added},
+                                        {
+                                            "bundle": bundle_path,
+                                            "from": v.ref,
+                                            "already": here,
+                                            **added,
+                                        },
+                                        actor=who,
+                                    )
+                                if changed:
+                                    notes.append(
+                                        f"{v.ref} is {here} here; added {', '.join(changed)}"
+                                    )
+                                if kept:
+                                    notes.append(
+                                        f"{v.ref} is {here} here, which keeps its own: "
+                                        + "; ".join(kept)
+                                    )
                                 ids[v.ref] = existing.id
-                                outcome.append((v.ref, f"{v.name}:{existing.version}", False))
+                                refs_here[v.ref] = here
+                                outcome.append((v.ref, here, False))
                                 continue
                             parent_id = ids.get(v.parent) if v.parent else None
                             if v.parent and parent_id is None:
@@ -665,14 +843,55 @@ class Registry:
                                 tensors=v.tensors,
                                 tags=v.tags,
                                 parent_id=parent_id,
-                                created_at=v.created_at,
                                 state_metadata=v.state_metadata,
                                 file_metadata=v.file_metadata,
                                 assumed_metadata=v.assumed_metadata,
+                                origin_created_at=v.origin_created_at or v.created_at,
+                                pushed_by=v.pushed_by,
+                                pushed_host=v.pushed_host,
+                                source_path=v.source_path,
+                                git_commit=v.git_commit,
+                                git_dirty=v.git_dirty,
+                                registry_version=v.registry_version,
+                                arch_module=v.arch_module,
+                            )
+                            queries.record_event(
+                                session,
+                                "import",
+                                v.name,
+                                number,
+                                row.id,
+                                None,
+                                {
+                                    "bundle": bundle_path,
+                                    "from": v.ref,
+                                    "origin_created_at": v.origin_created_at or v.created_at,
+                                    "aliases": list(v.aliases),
+                                },
+                                actor=who,
                             )
                             for alias in v.aliases:
-                                queries.set_alias(session, model.id, alias, row.id)
+                                moved = queries.set_alias(session, model.id, alias, row.id)
+                                if moved is not None and moved != row.id:
+                                    notes.append(
+                                        f"moved {v.name}:{alias} from {v.name}:"
+                                        f"{queries.version_number(session, moved)} to {v.name}:{number}"
+                                    )
+                                    queries.record_event(
+                                        session,
+                                        "alias",
+                                        v.name,
+                                        number,
+                                        row.id,
+                                        {
+                                            "alias": alias,
+                                            "version": queries.version_number(session, moved),
+                                        },
+                                        {"alias": alias, "version": number},
+                                        actor=who,
+                                    )
                             ids[v.ref] = row.id
+                            refs_here[v.ref] = f"{v.name}:{number}"
                             outcome.append((v.ref, f"{v.name}:{number}", True))
                         if written is not None:
                             written.wait()
@@ -729,7 +948,7 @@ class Registry:
         every version that uses them (``pushed.healed``). ``parent`` names the version
         these weights were fine-tuned from; :meth:`lineage` follows it.
         """
-        from . import fitting
+        from . import architectures, fitting
         from .sharing import manifest_terms, storage_layout, to_columns
         from .tensors import check_storable, dtype_name, raw_bytes
 
@@ -739,16 +958,33 @@ class Registry:
                     "name= is required when pushing a state dict or a module"
                 )
             name = Path(source).stem
+            try:
+                validate_name(name)
+            except InvalidArgumentError:
+                base = (
+                    f"the file name {Path(source).name!r} does not make a model name (letters, "
+                    "digits, '.', '_' and '-', in parts separated by '/')"
+                )
+                raise InvalidArgumentError(
+                    f"{base}: name the model with name=", cli=f"{base}: name the model with --name"
+                ) from None
         validate_name(name)
         validate_arch_kwargs(arch_kwargs)
         clean_tags = validate_tags(tags)
         if arch is not None and (not isinstance(arch, str) or not arch):
-            raise InvalidArgumentError("arch= must name an architecture, e.g. 'resnet18'")
-        parent_id = None
+            raise InvalidArgumentError(
+                "arch= must name an architecture, e.g. 'resnet18'",
+                cli="--arch must name an architecture, e.g. resnet18",
+            )
+        parent_id = parent_ref = None
         if parent is not None:
             with self._catalog() as catalog:
-                parent_id = catalog.resolve(parse_ref(parent)).id
+                parent_row = catalog.resolve(parse_ref(parent))
+            parent_id, parent_ref = parent_row.id, f"{parent_row.name}:{parent_row.version}"
         self._ready()
+        from . import provenance
+
+        pending = provenance.start(source)  # git answers while the weights are read
 
         checkpoint = _read_source(source)
         for key, value in checkpoint.state_dict.items():
@@ -764,6 +1000,14 @@ class Registry:
             strip_prefix=strip_prefix,
             notes=notes,
         )
+        arch_module = architectures.registering_module(fitted.arch.name)
+        if arch_module == "__main__":
+            notes.append(
+                f"{fitted.arch.name!r} is registered by the running script (__main__): another "
+                "process can load this version only once it registers the name too; register "
+                "it in an importable module, and the registry records that module with the "
+                "version and imports it on load"
+            )
         values = list(checkpoint.state_dict.values())
         shared = storage_layout(values)
         owners, views = [], []  # owners keep the memory behind each view alive
@@ -784,6 +1028,7 @@ class Registry:
 
         from .catalog import queries
 
+        pushed = pending.result()  # who, where from: kept with a new version
         for _round in range(_PUSH_ATTEMPTS):
             with self._catalog() as catalog:
                 stored = catalog.blobs_by_checksum(checksums)
@@ -822,8 +1067,36 @@ class Registry:
                     try:
                         with self._writer() as session, session.begin():
                             existing = queries.version_by_digest(session, name, version_digest)
+                            changed: tuple[str, ...] = ()
+                            if existing is not None:  # nothing the user asked for is dropped
+                                changed, _kept, added = _add_to_existing(
+                                    session,
+                                    existing,
+                                    f"{name}:{existing.version}",
+                                    tags=clean_tags,
+                                    description=description,
+                                    parent=(parent_ref, parent_id)
+                                    if parent_ref is not None
+                                    else None,
+                                    arch=(
+                                        (fitted.arch.name, fitted.kwargs)
+                                        if arch is not None or arch_kwargs
+                                        else None
+                                    ),
+                                )
+                                if added:  # before: it had none of these
+                                    queries.record_event(
+                                        session,
+                                        "push-update",
+                                        name,
+                                        existing.version,
+                                        existing.id,
+                                        {k: None for k in added},
+                                        added,
+                                        actor=(pushed.user, pushed.host),
+                                    )
                             if existing is not None and not heal:
-                                result = existing.id, PushReport(False, 0, 0, said)
+                                result = existing.id, PushReport(False, 0, 0, said, changed=changed)
                                 break
                             if queries.missing_blobs(session, reused):
                                 # `registry gc` removed stored tensors this push found a
@@ -847,7 +1120,14 @@ class Registry:
                             if existing is not None:
                                 result = (
                                     existing.id,
-                                    PushReport(False, written_bytes, 0, said, healed=len(heal)),
+                                    PushReport(
+                                        False,
+                                        written_bytes,
+                                        0,
+                                        said,
+                                        healed=len(heal),
+                                        changed=changed,
+                                    ),
                                 )
                             else:
                                 model, number = queries.next_version(session, name)
@@ -868,6 +1148,8 @@ class Registry:
                                     state_metadata=fitted.metadata,
                                     file_metadata=checkpoint.file_metadata,
                                     assumed_metadata=fitted.assumed,
+                                    arch_module=arch_module,
+                                    **pushed.columns(),
                                 )
                                 result = (
                                     version.id,
@@ -1074,7 +1356,7 @@ class Registry:
         opened = self._open(ref, verify)
         record = opened.record
         try:
-            architecture = architectures.resolve(record.arch)
+            architecture = architectures.resolve_stored(record.arch, record.arch_module)
         except ArchitectureNotFoundError as exc:
             raise ArchitectureNotFoundError(
                 f"{exc}; {record.ref} was stored as {record.arch}"
@@ -1146,29 +1428,53 @@ class Registry:
         path: str | os.PathLike[str] | None = None,
         *,
         format: str | None = None,
+        overwrite: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> Path:
         """Write the weights of ``ref`` to a file plain torch (or safetensors) reads back.
 
         The format follows ``format``, else the file's suffix (``.safetensors``), else
-        ``pth``. The default path is ``NAME-vVERSION.pth`` in the current folder.
-        Every tensor is verified against its digest on the way out.
+        ``pth``; a ``format`` the suffix contradicts (safetensors into ``x.pth``)
+        raises InvalidArgumentError. The default file name is ``NAME-vVERSION.pth``
+        (``.safetensors``), in the current folder, or in ``path`` when that is a
+        folder (an existing one, or a path ending in ``/``, which is created). An
+        existing file is never replaced unless ``overwrite=True``
+        (:class:`OutputExistsError`, raised before anything is read). Every tensor is
+        verified against its digest on the way out; the file gets the mode the umask
+        gives any new file. Returns the path written.
         """
+        from ._files import is_folder_path, suffix_format
+
         if format is not None and format not in PULL_FORMATS:
             raise InvalidArgumentError(f"unknown format {format!r}: choose pth or safetensors")
-        if format is None:
-            format = (
-                "safetensors" if path is not None and Path(path).suffix == ".safetensors" else "pth"
-            )
-        opened = self._open(ref, verify="sha256")
-        record = opened.record
-        if path is None:
-            suffix = "safetensors" if format == "safetensors" else "pth"
-            path = Path.cwd() / f"{record.name.replace('/', '-')}-v{record.version}.{suffix}"
-        target = Path(path)
+        folder = Path.cwd() if path is None or is_folder_path(path) else None
+        if folder is None:
+            wanted = suffix_format(path)  # type: ignore[arg-type]
+            if format is not None and wanted is not None and wanted != format:
+                raise InvalidArgumentError(
+                    f"format={format!r} contradicts the file name {os.fspath(path)!r} "  # type: ignore[arg-type]
+                    f"(a {wanted} file): change one of them"
+                )
+            format = format or wanted or "pth"
+        elif path is not None:
+            folder = Path(path)
+        format = format or "pth"
+        with self._catalog() as catalog:
+            row = catalog.resolve(parse_ref(ref))
+        exact = f"{row.name}:{row.version}"  # the same version, even if `ref` moves meanwhile
+        if folder is not None:
+            target = folder / f"{row.name.replace('/', '-')}-v{row.version}.{format}"
+        else:
+            target = Path(path)  # type: ignore[arg-type]
         if target.is_dir():
             raise StorageError(f"cannot write {target}: it is a folder")
-        _write_weights(opened, target, format, progress)
+        if not overwrite and os.path.lexists(target):
+            from ._files import exists_message
+
+            python, cli = exists_message(target)
+            raise OutputExistsError(python, cli=cli)
+        opened = self._open(exact, verify="sha256")
+        _write_weights(opened, target, format, progress, overwrite=overwrite)
         return target
 
 
@@ -1200,21 +1506,84 @@ class _Opened:
         )
 
 
-def _when(value: datetime | str | None, label: str) -> datetime | None:
-    """A UTC-aware datetime from a datetime or an ISO 8601 string (naive means UTC)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidArgumentError(
-                f"{label}={value!r} is not a date: use ISO 8601, e.g. 2026-11-29 or "
-                "2026-11-29T14:30:00"
-            ) from None
-    if not isinstance(value, datetime):
-        raise InvalidArgumentError(f"{label} must be a datetime or an ISO 8601 string")
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+def _add_to_existing(
+    session: Session,
+    existing: Any,
+    ref: str,
+    *,
+    tags: Mapping[str, str],
+    description: str | None,
+    parent: tuple[str, int] | None,
+    arch: tuple[str, Mapping[str, Any]] | None = None,
+    strict: bool = True,
+) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]:
+    """Give a version that already holds the given weights what the caller asked for.
+
+    Tags it lacks are added, and a description or parent where it has none. Anything
+    that would replace what the version has (another description, parent,
+    architecture or tag value) is a conflict: with ``strict`` (a push) it raises
+    :class:`ConflictError` and changes nothing; otherwise (an import) the version keeps
+    what it has. Returns one phrase per change, one per conflict kept, and the changes
+    as a dict (``tags``, ``description``, ``parent``) for the event that records them.
+    """
+    from .catalog import queries
+
+    conflicts: list[str] = []
+    python_fix: list[str] = []
+    cli_fix: list[str] = []
+    if arch is not None and (existing.arch, dict(existing.arch_kwargs or {})) != (
+        arch[0],
+        dict(arch[1]),
+    ):
+        conflicts.append(
+            f"its architecture is {existing.arch}({format_kwargs(existing.arch_kwargs or {})}), "
+            f"not {arch[0]}({format_kwargs(arch[1])})"
+        )
+    new_description = description if existing.description is None else None
+    if description is not None and existing.description not in (None, description):
+        conflicts.append(f"its description is {existing.description!r}, not {description!r}")
+        python_fix.append("describe()")
+        cli_fix.append("`registry describe`")
+    parent_id = None
+    if parent is not None and existing.parent_id != parent[1]:
+        if existing.parent_id is not None:
+            conflicts.append(f"its parent is another version than {parent[0]}")
+        elif parent[1] == existing.id or existing.id in queries.ancestors(session, parent[1]):
+            conflicts.append(f"{parent[0]} descends from it, so it cannot be its parent")
+        else:
+            parent_id = parent[1]
+    stored_tags = queries.version_tags(session, existing.id)
+    clashing = [k for k, v in tags.items() if k in stored_tags and stored_tags[k] != v]
+    if clashing:
+        conflicts.append(
+            ", ".join(f"its tag {k} is {stored_tags[k]!r}, not {tags[k]!r}" for k in clashing)
+        )
+        python_fix.append("tag()")
+        cli_fix.append("`registry tag`")
+    if conflicts and strict:
+        base = f"identical weights are already stored as {ref}, but " + "; ".join(conflicts)
+        python = f"{base}; nothing was changed" + (
+            f" (change it with {' or '.join(python_fix)})" if python_fix else ""
+        )
+        cli = f"{base}; nothing was changed" + (
+            f" (change it with {' or '.join(cli_fix)})" if cli_fix else ""
+        )
+        raise ConflictError(python, cli=cli)
+    new_tags = {k: v for k, v in tags.items() if k not in stored_tags}
+    queries.add_to_version(
+        session, existing, tags=new_tags, description=new_description, parent_id=parent_id
+    )
+    added: dict[str, Any] = {}
+    changed = [f"tag {k}={v}" for k, v in new_tags.items()]
+    if new_tags:
+        added["tags"] = new_tags
+    if new_description is not None:
+        added["description"] = new_description
+        changed.append(f"description {new_description!r}")
+    if parent_id is not None:
+        added["parent"] = parent[0]  # type: ignore[index]
+        changed.append(f"parent {parent[0]}")  # type: ignore[index]
+    return tuple(changed), tuple(conflicts), added
 
 
 def _filters(
@@ -1238,8 +1607,8 @@ def _filters(
         "name": name,
         "tags": validate_tags(tags),
         "arch": arch,
-        "since": _when(since, "since"),
-        "before": _when(before, "before"),
+        "since": parse_date(since, "since"),
+        "before": parse_date(before, "before"),
     }
 
 
@@ -1371,6 +1740,8 @@ def _write_weights(
     target: Path,
     format: str,
     progress: Callable[[int], None] | None = None,
+    *,
+    overwrite: bool,
 ) -> None:
     """Write atomically: a temporary file in the target folder, then rename.
 
@@ -1385,7 +1756,7 @@ def _write_weights(
     from .sharing import contiguous_strides
 
     state, record = opened.state, opened.record
-    with replacing(target) as tmp:
+    with replacing(target, overwrite=overwrite) as tmp:
         if format == "safetensors":
             from safetensors.torch import save_file
 

@@ -13,7 +13,9 @@ import difflib
 import importlib
 import inspect
 import json
+import os
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -106,6 +108,78 @@ def resolve(name: str) -> Architecture:
     return _torchvision(name)
 
 
+def resolve_stored(name: str, module: str | None) -> Architecture:
+    """The architecture a stored version names, as :func:`resolve` finds it; a name that
+    was registered in code by ``module`` when the version was pushed, and is not
+    registered in this process, imports ``module`` first (the same trust as an import
+    path). Raises ArchitectureNotFoundError naming the module when that fails."""
+    if module == "__main__" and name not in plugins.registered():
+        try:
+            return resolve(name)
+        except ArchitectureNotFoundError:
+            raise ArchitectureNotFoundError(
+                f"architecture {name!r} was registered by the script that pushed the version "
+                f"(__main__); register it in this process (@registry.architecture({name!r})) "
+                "before loading"
+            ) from None
+    if module and name not in plugins.registered() and ":" not in name:
+        try:
+            import_module(module, f"architecture {name!r} (it registered the name at push)")
+        except ArchitectureNotFoundError:
+            try:
+                return resolve(name)  # known some other way here (a plugin)
+            except ArchitectureNotFoundError:
+                pass
+            raise
+    return resolve(name)
+
+
+def registering_module(name: str) -> str | None:
+    """The module whose code registered ``name`` in this process (``__main__`` for a
+    script); None for names not registered in code."""
+    entry = plugins.registered().get(name)
+    return getattr(entry.builder, "__module__", None) if entry is not None else None
+
+
+def import_module(module_name: str, purpose: str) -> Any:
+    """Import ``module_name`` as ``python -m`` would find it: on ``sys.path``, then in
+    the current folder (appended, so an installed package of the same name wins).
+
+    Raises ArchitectureNotFoundError saying where it looked and how to add a folder
+    (``PYTHONPATH``) when the module cannot be found, or what it raised while importing.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        top = module_name.split(".")[0]
+        cwd = os.getcwd()
+        retried = exc.name == top and cwd not in sys.path and "" not in sys.path
+        if retried:
+            sys.path.append(cwd)
+            importlib.invalidate_caches()
+            try:
+                return importlib.import_module(module_name)
+            except ModuleNotFoundError as again:
+                exc = again
+            except Exception as again:
+                raise _import_failed(module_name, purpose, again) from None
+        if exc.name is not None and exc.name != top and not module_name.startswith(exc.name):
+            raise _import_failed(module_name, purpose, exc) from None  # it imports a missing one
+        raise ArchitectureNotFoundError(
+            f"cannot import module {module_name!r} for {purpose}: no {exc.name or top!r} in the "
+            f"current folder ({cwd}) nor on Python's path; run from the folder that holds it, or "
+            "add that folder to PYTHONPATH"
+        ) from None
+    except Exception as exc:
+        raise _import_failed(module_name, purpose, exc) from None
+
+
+def _import_failed(module_name: str, purpose: str, exc: BaseException) -> ArchitectureNotFoundError:
+    return ArchitectureNotFoundError(
+        f"cannot import module {module_name!r} for {purpose}: {type(exc).__name__}: {exc}"
+    )
+
+
 def _import(path: str) -> Callable[..., nn.Module]:
     """``package.module:Class.attr`` -> the object, or ArchitectureNotFoundError saying why."""
     module_name, _, qualname = path.partition(":")
@@ -113,13 +187,7 @@ def _import(path: str) -> Callable[..., nn.Module]:
         raise ArchitectureNotFoundError(
             f"invalid architecture import path {path!r}: expected package.module:ClassName"
         )
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:
-        raise ArchitectureNotFoundError(
-            f"cannot import module {module_name!r} for architecture {path!r}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
+    obj: Any = import_module(module_name, f"architecture {path!r}")
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)
@@ -850,6 +918,35 @@ def identify(shapes: Mapping[str, list[int]], limit: int = 5) -> list[Match]:
     return matches[:limit]
 
 
+def exact_fits(shapes: Mapping[str, list[int]], near: str) -> list[Match]:
+    """Known architectures other than ``near`` that ``shapes`` fit exactly (head size
+    inferred). With the signature cache in place that is every known architecture;
+    before it exists, only ``near``'s family (torchvision names with its leading letters,
+    ``resnet`` for ``resnet34``) and names known in code, so a refusal never waits for
+    the first full identification."""
+    given = {k: list(v) for k, v in shapes.items()}
+    if signature_cache_path().exists():
+        found = identify(given, limit=3)
+    else:
+        stem = re.match(r"[A-Za-z]*", near.rpartition(":")[2]).group(0)  # type: ignore[union-attr]
+        found = []
+        for name, source in available():
+            if source == "torchvision" and not (stem and name.startswith(stem)):
+                continue
+            try:
+                architecture = resolve(name)
+                sig = signature(architecture, {}).shapes
+            except Exception:
+                continue
+            if sig == given:
+                found.append(Match(name, 1.0, {}, source))
+            elif set(sig) == set(given):
+                fixed = head_size_fix(architecture, {}, given)
+                if fixed is not None:
+                    found.append(Match(name, 1.0, fixed, source))
+    return [m for m in found if m.score == 1.0 and m.name != near]
+
+
 #: (name, id of the signature dict) -> its (key, shape) pairs; signature dicts are
 #: themselves cached for the life of the process, so an id is never reused for another.
 _PAIRS: dict[tuple[str, int], set[tuple[str, tuple[int, ...]]]] = {}
@@ -881,10 +978,19 @@ def _torchvision_signatures() -> dict[str, dict[str, list[int]] | None]:
         pass
     import warnings
 
+    from tqdm import tqdm
+
+    names = _torchvision_names()
+    sys.stderr.write(
+        f"registry: computing the key/shape signatures of {len(names)} torchvision "
+        "architectures to recognise weights; this happens once per torchvision release "
+        f"(cached in {path})\n"
+    )
     found: dict[str, dict[str, list[int]] | None] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation notices of some builders
-        for name in _torchvision_names():
+        # A bar only where stderr is a terminal (tqdm's disable=None).
+        for name in tqdm(names, desc="signatures", unit="arch", disable=None, leave=False):
             try:
                 found[name] = signature(resolve(name), {}).shapes
             except Exception:  # an architecture that cannot be built with defaults

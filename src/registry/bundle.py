@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._files import replacing
-from .errors import IntegrityError, InvalidArgumentError, RegistryError
+from .errors import IntegrityError, InvalidArgumentError, MissingFileError, RegistryError
 from .keyvalue import validate_arch_kwargs, validate_tags
 from .metadata import PLAIN_VALUES
 from .records import ModelVersion
@@ -89,6 +89,17 @@ class ImportReport:
 #: What a version's source carried besides tensors, as ``_Opened`` and the catalogue
 #: name it.
 EXTRA_KEYS = ("state_metadata", "file_metadata", "assumed_metadata")
+#: Where a version came from (text or None; ``git_dirty`` a boolean or None), as the
+#: record and the catalogue name it; bundles written before these existed lack them.
+PROVENANCE_KEYS = (
+    "pushed_by",
+    "pushed_host",
+    "source_path",
+    "git_commit",
+    "git_dirty",
+    "registry_version",
+    "arch_module",
+)
 
 
 def version_entry(record: ModelVersion, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -121,6 +132,10 @@ def version_entry(record: ModelVersion, extra: Mapping[str, Any] | None = None) 
             for t in record.tensors
         ],
         **{key: (extra or {}).get(key) for key in EXTRA_KEYS},
+        **{key: getattr(record, key) for key in PROVENANCE_KEYS},
+        "origin_created_at": (
+            record.origin_created_at.isoformat() if record.origin_created_at else None
+        ),
     }
 
 
@@ -146,8 +161,11 @@ def write_bundle(
     blobs: Mapping[str, memoryview],
     progress: Callable[[int], None] | None = None,
     extras: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> ExportReport:
-    """Write ``records`` and the ``blobs`` they use to ``target`` atomically.
+    """Write ``records`` and the ``blobs`` they use to ``target`` atomically; an
+    existing ``target`` is replaced only with ``overwrite`` (else OutputExistsError).
 
     ``extras`` maps a record's ref to the metadata its source carried
     (``state_metadata``, ``file_metadata``, ``assumed_metadata``).
@@ -161,7 +179,7 @@ def write_bundle(
     }
     text = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
     with (
-        replacing(target, durable=True) as tmp,
+        replacing(target, durable=True, overwrite=overwrite) as tmp,
         open(tmp, "wb") as raw,
         tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
@@ -210,6 +228,16 @@ class BundleVersion:
     state_metadata: list[Any] | None = None
     file_metadata: dict[str, str] | None = None
     assumed_metadata: list[Any] | None = None
+    pushed_by: str | None = None
+    pushed_host: str | None = None
+    source_path: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    registry_version: str | None = None
+    arch_module: str | None = None
+    #: When the version was first created, if the registry it was exported from had
+    #: imported it in turn (``created_at`` is then when it entered that registry).
+    origin_created_at: datetime | None = None
 
     @property
     def ref(self) -> str:
@@ -221,6 +249,8 @@ class Bundle:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        if not self.path.exists():
+            raise MissingFileError(self.path)
         try:
             self._tar = tarfile.open(self.path, mode="r:")
         except (OSError, tarfile.TarError) as exc:
@@ -388,9 +418,11 @@ def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
     parent = _text(entry.get("parent"), "parent", optional=True)
     if parent is not None:
         parse_ref(parent)
-    created = datetime.fromisoformat(_text(entry["created_at"], "created_at"))
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
+    created = _moment(entry["created_at"], "created_at")
+    origin = _moment(entry.get("origin_created_at"), "origin_created_at", optional=True)
+    dirty = entry.get("git_dirty")
+    if dirty is not None and not isinstance(dirty, bool):
+        raise TypeError(f"{name}:{number}: git_dirty must be true, false or null")
     param_count = entry["param_count"]
     if type(param_count) is not int or param_count < 0:
         raise ValueError(f"{name}:{number}: param_count must be a non-negative integer")
@@ -415,7 +447,32 @@ def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
         state_metadata=_module_metadata(entry.get("state_metadata"), "state_metadata"),
         file_metadata=_file_metadata(entry.get("file_metadata")),
         assumed_metadata=_module_metadata(entry.get("assumed_metadata"), "assumed_metadata"),
+        **{key: _provenance(entry.get(key), key) for key in PROVENANCE_KEYS if key != "git_dirty"},
+        git_dirty=dirty,
+        origin_created_at=origin,
     )
+
+
+#: The widest value each provenance column of the catalogue holds (source_path: any).
+_WIDTHS = {"pushed_by": 255, "pushed_host": 255, "git_commit": 64, "registry_version": 64,
+           "arch_module": 255}  # fmt: skip
+
+
+def _provenance(value: Any, field: str) -> str | None:
+    text = _text(value, field, optional=True)
+    width = _WIDTHS.get(field)
+    if text is not None and width is not None and len(text) > width:
+        raise ValueError(f"{field} is longer than {width} characters")
+    return text
+
+
+def _moment(value: Any, field: str, optional: bool = False) -> Any:
+    """An ISO 8601 time (naive means UTC), or None where ``optional``."""
+    text = _text(value, field, optional)
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
 def _place(value: Any, label: str) -> Shared | None:
@@ -471,6 +528,8 @@ def in_lineage_order(versions: Sequence[BundleVersion]) -> list[BundleVersion]:
         placed.add(v.ref)
         ordered.append(v)
 
-    for v in versions:
+    # Each model's versions in their numbers' order, so that a version number the target
+    # has never used is taken by the bundle's version of that number, not by another.
+    for v in sorted(versions, key=lambda v: (v.name, v.version)):
         place(v)
     return ordered

@@ -28,7 +28,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, NotACheckpointError, UnsafeCheckpointError
+from .errors import (
+    CheckpointError,
+    MissingFileError,
+    NotACheckpointError,
+    UnsafeCheckpointError,
+)
 from .tensors import QUANTIZED
 
 #: Keys under which training scripts commonly nest the model's state dict.
@@ -193,7 +198,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read the state dict in ``path``; raise a CheckpointError saying why if it cannot."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"no such file: {path}")
+        raise MissingFileError(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     try:

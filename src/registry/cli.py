@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from . import _format
+from .clitypes import ALIAS, ARCH_ARG, DATE, NAME, NAME_PATTERN, REF, TAG, TAG_KEY, pairs_to_dict
 from .errors import RegistryError
 
 json_option = click.option(
@@ -30,7 +31,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except RegistryError as exc:
-            raise click.ClickException(_one_line(str(exc))) from None
+            raise click.ClickException(_one_line(exc.cli_message)) from None
         except OSError as exc:
             raise click.ClickException(
                 _one_line(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
@@ -82,17 +83,25 @@ def cli() -> None:
     help="Architecture: a name (see `registry archs`), package.module:Class, or "
     "timm:NAME; default: recognised from the weights.",
 )
-@click.option("--name", help="Model name (default: the file's stem).")
-@click.option("--tag", "tags", multiple=True, metavar="K=V", help="Label the version; repeatable.")
+@click.option("--name", type=NAME, help="Model name (default: the file's stem).")
+@click.option(
+    "--tag",
+    "tags",
+    type=TAG,
+    multiple=True,
+    callback=pairs_to_dict,
+    help="Label the version; repeatable.",
+)
 @click.option(
     "--arch-arg",
     "arch_args",
+    type=ARCH_ARG,
     multiple=True,
-    metavar="K=V",
+    callback=pairs_to_dict,
     help="Constructor argument, e.g. num_classes=10 (JSON values); repeatable.",
 )
 @click.option("--description", help="Free text stored with the version.")
-@click.option("--parent", metavar="REF", help="The version these weights were fine-tuned from.")
+@click.option("--parent", type=REF, help="The version these weights were fine-tuned from.")
 @click.option(
     "--strip-prefix",
     metavar="PREFIX",
@@ -104,8 +113,8 @@ def push(
     path: str,
     arch: str | None,
     name: str | None,
-    tags: tuple[str, ...],
-    arch_args: tuple[str, ...],
+    tags: dict[str, str],
+    arch_args: dict[str, Any],
     description: str | None,
     parent: str | None,
     strip_prefix: str | None,
@@ -117,17 +126,13 @@ def push(
     architecture accepts; which keys were tied, the module versions (_metadata) and
     a safetensors file's metadata are kept with them.
     """
-    from .keyvalue import parse_arch_args, parse_tags
-
-    kwargs = parse_arch_args(arch_args)
-    labels = parse_tags(tags)
     with _progress(as_json, "pushing") as progress:
         mv = _registry().push(
             path,
             name,
             arch=arch,
-            arch_kwargs=kwargs,
-            tags=labels,
+            arch_kwargs=arch_args,
+            tags=tags,
             description=description,
             parent=parent,
             strip_prefix=strip_prefix,
@@ -146,23 +151,24 @@ def push(
             f"{_format.size(mv.total_bytes)} in {mv.tensor_count} tensors; "
             f"wrote {_format.size(report.bytes_written)} ({report.tensors_written} new tensors)"
         )
-    elif report.healed:
-        _say(
-            f"identical weights are already stored as {mv.ref}; no new version created; "
-            f"wrote {_format.size(report.bytes_written)} to heal its damaged tensors"
-        )
     else:
-        _say(f"identical weights are already stored as {mv.ref}; no new version created")
+        said = f"identical weights are already stored as {mv.ref}; no new version created"
+        if report.changed:
+            said += f"; added {', '.join(report.changed)}"
+        if report.healed:
+            said += f"; wrote {_format.size(report.bytes_written)} to heal its damaged tensors"
+        _say(said)
     click.echo(mv.ref)
 
 
 @cli.command()
-@click.argument("ref")
+@click.argument("ref", type=REF)
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=str),
-    help="File to write (default: NAME-vVERSION.pth in the current folder).",
+    help="File or folder to write (default: NAME-vVERSION.pth in the current folder; "
+    "a folder, or a path ending in '/', gets that name inside it).",
 )
 @click.option(
     "--format",
@@ -170,21 +176,35 @@ def push(
     type=click.Choice(["pth", "safetensors"]),
     help="File format (default: from the output's suffix, else pth).",
 )
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
 @json_option
-def pull(ref: str, output: str | None, fmt: str | None, as_json: bool) -> None:
-    """Write the weights of REF to a file that torch.load reads (digests verified)."""
+def pull(ref: str, output: str | None, fmt: str | None, force: bool, as_json: bool) -> None:
+    """Write the weights of REF to a file that torch.load reads (digests verified).
+
+    An existing file is never replaced without --force.
+    """
+    from ._files import is_folder_path, suffix_format
+
+    if output is not None and fmt is not None and not is_folder_path(output):
+        wanted = suffix_format(output)
+        if wanted is not None and wanted != fmt:
+            raise click.BadParameter(
+                f"{fmt} contradicts the output {output!r}, a {wanted} file name: "
+                "change one of them",
+                param_hint="'--format'",
+            )
     reg = _registry()
     mv = reg.get(ref)
     with _progress(as_json, "pulling") as progress:
         path = reg.pull(
-            mv.ref, output, format=fmt, progress=progress
+            mv.ref, output, format=fmt, overwrite=force, progress=progress
         )  # the exact version, even if `ref` moves meanwhile
     if as_json:
         _emit_json(
             {
                 "ref": mv.ref,
                 "path": str(path),
-                "format": fmt or _guess_format(path.name),
+                "format": fmt or suffix_format(path) or "pth",
                 "digest": f"sha256:{mv.digest}",
                 "total_bytes": mv.total_bytes,
             }
@@ -196,22 +216,19 @@ def pull(ref: str, output: str | None, fmt: str | None, as_json: bool) -> None:
     click.echo(str(path))
 
 
-def _guess_format(filename: str) -> str:
-    return "safetensors" if filename.endswith(".safetensors") else "pth"
-
-
 @cli.command(name="list")
-@click.argument("name", required=False, metavar="[NAME|GLOB]")
+@click.argument("name", required=False, type=NAME_PATTERN, metavar="[NAME|GLOB]")
 @click.option(
     "--tag",
     "tags",
+    type=TAG,
     multiple=True,
-    metavar="K=V",
+    callback=pairs_to_dict,
     help="Only versions with this tag; repeatable (ANDed).",
 )
 @click.option("--arch", help="Only versions of this architecture.")
-@click.option("--since", metavar="DATE", help="Created at or after DATE (ISO 8601, UTC).")
-@click.option("--before", metavar="DATE", help="Created before DATE (ISO 8601, UTC).")
+@click.option("--since", type=DATE, help="Created at or after DATE (ISO 8601, UTC).")
+@click.option("--before", type=DATE, help="Created before DATE (ISO 8601, UTC).")
 @click.option(
     "--sort",
     type=click.Choice(["created", "name", "size", "params"]),
@@ -228,7 +245,7 @@ def _guess_format(filename: str) -> str:
 @json_option
 def list_(
     name: str | None,
-    tags: tuple[str, ...],
+    tags: dict[str, str],
     arch: str | None,
     since: str | None,
     before: str | None,
@@ -239,10 +256,8 @@ def list_(
     as_json: bool,
 ) -> None:
     """List versions, newest first; NAME may be a glob such as 'res*'."""
-    from .keyvalue import parse_tags
-
     reg = _registry()
-    filters = {"tags": parse_tags(tags), "arch": arch, "since": since, "before": before}
+    filters = {"tags": tags, "arch": arch, "since": since, "before": before}
     versions = reg.list(
         name, **filters, sort=sort, reverse=reverse, limit=limit or None, offset=offset
     )
@@ -279,7 +294,7 @@ def list_(
 
 
 @cli.command()
-@click.argument("ref")
+@click.argument("ref", type=REF)
 @json_option
 def show(ref: str, as_json: bool) -> None:
     """Show a version's metadata and its tensor table."""
@@ -294,6 +309,7 @@ def show(ref: str, as_json: bool) -> None:
         ("digest", f"sha256:{mv.digest}"),
         ("arch", f"{mv.arch}({format_kwargs(mv.arch_kwargs)})"),
         ("created", _format.when(mv.created_at)),
+        *_provenance_fields(mv),
         ("size", f"{_format.size(mv.total_bytes)} in {mv.tensor_count} tensors"),
         ("parameters", f"{_format.count(mv.param_count)} ({mv.param_count:,})"),
         ("torch", mv.torch_version),
@@ -325,40 +341,50 @@ def show(ref: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("ref")
-@click.argument("tags", nargs=-1, required=True, metavar="K=V...")
+@click.argument("ref", type=REF)
+@click.argument("tags", nargs=-1, required=True, type=TAG, callback=pairs_to_dict, metavar="K=V...")
 @json_option
-def tag(ref: str, tags: tuple[str, ...], as_json: bool) -> None:
+def tag(ref: str, tags: dict[str, str], as_json: bool) -> None:
     """Add or change tags of REF (metadata only: the weights never change)."""
-    from .keyvalue import parse_tags
-
-    mv = _registry().tag(ref, parse_tags(tags))
-    _show_tags(mv, as_json)
+    reg = _registry()
+    before = reg.get(ref)
+    mv = reg.tag(before.ref, tags)
+    changes = [
+        f"{k}={v}" if k not in before.tags else f"{k}: {before.tags[k]} -> {v}"
+        for k, v in tags.items()
+        if before.tags.get(k) != v
+    ]
+    _show_tags(mv, as_json, "set " + ", ".join(changes) if changes else "no change")
 
 
 @cli.command()
-@click.argument("ref")
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.argument("ref", type=REF)
+@click.argument("keys", nargs=-1, required=True, type=TAG_KEY, metavar="KEY...")
 @json_option
 def untag(ref: str, keys: tuple[str, ...], as_json: bool) -> None:
     """Remove tags from REF by key."""
-    mv = _registry().untag(ref, keys)
-    _show_tags(mv, as_json)
+    reg = _registry()
+    before = reg.get(ref)
+    mv = reg.untag(before.ref, keys)
+    removed = ", ".join(f"{k}={before.tags[k]}" for k in dict.fromkeys(keys) if k in before.tags)
+    _show_tags(mv, as_json, f"removed {removed}")
 
 
-def _show_tags(mv: Any, as_json: bool) -> None:
+def _show_tags(mv: Any, as_json: bool, change: str) -> None:
     if as_json:
         _emit_json(mv.to_dict(tensors=False))
         return
-    labels = ", ".join(f"{k}={v}" for k, v in mv.tags.items()) or "no tags"
-    _say(f"{mv.ref}: {labels}")
+    labels = ", ".join(f"{k}={v}" for k, v in mv.tags.items()) or "none"
+    _say(f"{mv.ref}: {change}; its tags: {labels}")
     click.echo(mv.ref)
 
 
 @cli.command()
-@click.argument("ref", required=False)
-@click.argument("alias_name", required=False, metavar="ALIAS")
-@click.option("--delete", "delete", metavar="NAME:ALIAS", help="Delete this alias instead.")
+@click.argument("ref", required=False, type=REF)
+@click.argument("alias_name", required=False, type=ALIAS, metavar="ALIAS")
+@click.option(
+    "--delete", "delete", type=REF, metavar="NAME:ALIAS", help="Delete this alias instead."
+)
 @json_option
 def alias(ref: str | None, alias_name: str | None, delete: str | None, as_json: bool) -> None:
     """Point ALIAS (e.g. production) of REF's model at REF, moving it if it was elsewhere."""
@@ -371,8 +397,17 @@ def alias(ref: str | None, alias_name: str | None, delete: str | None, as_json: 
     else:
         if not (ref and alias_name):
             raise click.UsageError("give REF ALIAS, or --delete NAME:ALIAS")
-        mv = reg.alias(ref, alias_name)
+        target = reg.get(ref)
+        try:
+            previous: str | None = reg.get(f"{target.name}:{alias_name}").ref
+        except LookupError:
+            previous = None
+        mv = reg.alias(target.ref, alias_name)
         message = f"{mv.name}:{alias_name} -> {mv.ref}"
+        if previous == mv.ref:
+            message += " (already)"
+        elif previous is not None:
+            message += f" (moved from {previous})"
     if as_json:
         _emit_json(mv.to_dict(tensors=False))
         return
@@ -381,7 +416,7 @@ def alias(ref: str | None, alias_name: str | None, delete: str | None, as_json: 
 
 
 @cli.command()
-@click.argument("ref")
+@click.argument("ref", type=REF)
 @click.argument("text", required=False)
 @click.option("--clear", is_flag=True, help="Remove the description.")
 @json_option
@@ -389,16 +424,26 @@ def describe(ref: str, text: str | None, clear: bool, as_json: bool) -> None:
     """Set the description of REF."""
     if (text is None) == (not clear):
         raise click.UsageError("give TEXT, or --clear")
-    mv = _registry().describe(ref, None if clear else text)
+    reg = _registry()
+    before = reg.get(ref)
+    mv = reg.describe(before.ref, None if clear else text)
     if as_json:
         _emit_json(mv.to_dict(tensors=False))
         return
+    if before.description == mv.description:
+        _say(f"{mv.ref}: description unchanged")
+    elif mv.description is None:
+        _say(f"{mv.ref}: description cleared (it was {before.description!r})")
+    elif before.description is None:
+        _say(f"{mv.ref}: description set")
+    else:
+        _say(f"{mv.ref}: description replaced (it was {before.description!r})")
     click.echo(mv.ref)
 
 
 @cli.command()
-@click.argument("a", metavar="REF_A")
-@click.argument("b", metavar="REF_B")
+@click.argument("a", type=REF, metavar="REF_A")
+@click.argument("b", type=REF, metavar="REF_B")
 @json_option
 def diff(a: str, b: str, as_json: bool) -> None:
     """Compare the tensors of two versions (B against A)."""
@@ -423,24 +468,52 @@ def diff(a: str, b: str, as_json: bool) -> None:
 
 
 @cli.command(name="rm")
-@click.argument("ref")
+@click.argument("ref", type=REF)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Also delete the aliases that point at it.")
 @json_option
 def rm(ref: str, yes: bool, force: bool, as_json: bool) -> None:
-    """Delete a version (its tensors stay until `registry gc`)."""
+    """Delete a version (its tensors stay until `registry gc`).
+
+    A version an alias points at needs --force, which deletes the alias too; versions
+    whose parent it is lose their parent. Both are said before and after.
+    """
     reg = _registry()
     mv = reg.get(ref)
+    children = [c.ref for c in reg.children(mv.ref)]
+    aliases = [f"{mv.name}:{a}" for a in mv.aliases]
+    consequences = []
+    if aliases and force:
+        consequences.append(f"deletes {_join(aliases)}")
+    if children:
+        consequences.append(f"leaves {_join(children)} without a parent")
     if not yes:
-        aliases = f" (aliases: {', '.join(mv.aliases)})" if mv.aliases else ""
-        if not click.confirm(f"delete {mv.ref}{aliases}?", err=True):
+        question = f"delete {mv.ref}" + (f" ({'; '.join(consequences)})" if consequences else "")
+        if not click.confirm(f"{question}?", err=True):
             raise click.ClickException("nothing deleted")
+    if aliases and not force:
+        reg.remove(mv.ref)  # refused, with the message that says what to do
     removed = reg.remove(mv.ref, force=force)
     if as_json:
-        _emit_json(removed.to_dict(tensors=False))
+        _emit_json(
+            {
+                **removed.to_dict(tensors=False),
+                "aliases_deleted": aliases,
+                "children_without_parent": children,
+            }
+        )
         return
-    _say(f"deleted {removed.ref}; run `registry gc` to free tensors no other version uses")
+    said = f"deleted {removed.ref}"
+    if aliases:
+        said += f" and {_join(aliases)}"
+    if children:
+        said += f"; {_join(children)} {'has' if len(children) == 1 else 'have'} no parent now"
+    _say(f"{said}; run `registry gc` to free tensors no other version uses")
     click.echo(removed.ref)
+
+
+def _join(items: list[str]) -> str:
+    return ", ".join(items)
 
 
 @cli.command()
@@ -462,7 +535,7 @@ def gc(dry_run: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("ref", required=False)
+@click.argument("ref", required=False, type=REF)
 @json_option
 def verify(ref: str | None, as_json: bool) -> None:
     """Re-hash stored tensors (of REF, or all) and report corrupt or missing ones."""
@@ -489,13 +562,14 @@ def verify(ref: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("refs", nargs=-1, required=True, metavar="REF...")
+@click.argument("refs", nargs=-1, required=True, type=REF, metavar="REF...")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Bundle file to write.")
+@click.option("--force", is_flag=True, help="Replace the bundle file if it exists.")
 @json_option
-def export(refs: tuple[str, ...], output: str, as_json: bool) -> None:
+def export(refs: tuple[str, ...], output: str, force: bool, as_json: bool) -> None:
     """Write versions and their tensors to a self-contained tar bundle."""
     with _progress(as_json, "exporting") as progress:
-        report = _registry().export(list(refs), output, progress=progress)
+        report = _registry().export(list(refs), output, overwrite=force, progress=progress)
     if as_json:
         _emit_json(report.to_dict())
         return
@@ -528,6 +602,68 @@ def import_(path: str, as_json: bool) -> None:
     )
     for _source, target, _created in report.versions:
         click.echo(target)
+
+
+@cli.command()
+@click.argument("ref", required=False, type=REF, metavar="[NAME|REF]")
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=100, show_default=True,
+    help="Show at most N events, the newest (0: all).",
+)  # fmt: skip
+@json_option
+def log(ref: str | None, limit: int, as_json: bool) -> None:
+    """Show the history, newest first: who pushed each version and every later change
+    (tags, aliases, descriptions, removals, imports), when and from what to what.
+
+    Without an argument, the whole registry's; NAME: that model's (removed versions
+    included); REF (NAME:3, NAME:ALIAS, NAME@sha256:HEX): that version's.
+    """
+    events = _registry().log(ref, limit=limit + 1 if limit else None)
+    shown = events[:limit] if limit else events
+    if as_json:
+        _emit_json([event.to_dict() for event in shown])
+        return
+    if not shown:
+        _say("no history" + (f" for {ref}" if ref else " yet"))
+        return
+    rows = [
+        [
+            _format.when(e.at),
+            f"{e.actor}@{e.host}" if e.host else e.actor,
+            e.kind,
+            e.ref,
+            e.summary(),
+        ]
+        for e in shown
+    ]
+    click.echo(_format.table(["WHEN", "WHO", "WHAT", "REF", "CHANGE"], rows))
+    if limit and len(events) > limit:
+        _say(
+            f"showing the newest {limit:,} event{'s' if limit != 1 else ''}; "
+            "use --limit N for more (0: all)"
+        )
+
+
+def _provenance_fields(mv: Any) -> list[tuple[str, str]]:
+    """``show``'s lines on where a version came from: who pushed it, and an import."""
+    fields = []
+    if mv.pushed_by:
+        who = f"{mv.pushed_by}@{mv.pushed_host}" if mv.pushed_host else mv.pushed_by
+        line = f"{_format.when(mv.origin_created_at or mv.created_at)} by {who}"
+        if mv.source_path:
+            line += f" from {mv.source_path}"
+        if mv.git_commit:
+            line += f" (git {mv.git_commit[:12]}{', dirty' if mv.git_dirty else ''})"
+        fields.append(("pushed", line))
+    if mv.origin_created_at is not None:
+        fields.append(
+            (
+                "imported",
+                f"{_format.when(mv.created_at)} "
+                f"(originally created {_format.when(mv.origin_created_at)})",
+            )
+        )
+    return fields
 
 
 class _Bar:

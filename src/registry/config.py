@@ -18,6 +18,7 @@ from .errors import ConfigurationError
 ENV_HOME = "REGISTRY_HOME"
 ENV_DATABASE_URL = "REGISTRY_DATABASE_URL"
 ENV_STORAGE_URL = "REGISTRY_STORAGE_URL"
+ENV_USER = "REGISTRY_USER"
 
 DATABASE_FILENAME = "registry.db"
 STORE_DIRNAME = "objects"
@@ -69,6 +70,19 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "registry"
 
 
+def acting_user() -> str:
+    """Who is acting, for the record: ``$REGISTRY_USER``, else the login name, else "unknown"."""
+    env = os.environ.get(ENV_USER, "").strip()
+    if env:
+        return env
+    import getpass
+
+    try:
+        return getpass.getuser() or "unknown"
+    except Exception:  # no login name (a container's uid without a passwd entry)
+        return "unknown"
+
+
 def sqlite_path(database_url: str) -> Path | None:
     """The file of a plain ``sqlite:///PATH`` URL, else None (other databases, options)."""
     for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
@@ -87,8 +101,30 @@ def resolve(
     """Combine explicit arguments with the environment into :class:`Settings`."""
     home_path = Path(home).expanduser() if home is not None else default_home()
     db = database_url or os.environ.get(ENV_DATABASE_URL)
+    store = storage_url if storage_url is not None else os.environ.get(ENV_STORAGE_URL)
+    if not db or not store:  # the home folder is used
+        _must_be_folder(home_path, "home=" if home is not None else _home_source())
     if not db:
         db = f"sqlite:///{(home_path / DATABASE_FILENAME).absolute()}"
-    store = storage_url if storage_url is not None else os.environ.get(ENV_STORAGE_URL)
     storage_path = _storage_path(os.fspath(store)) if store else home_path / STORE_DIRNAME
+    if store:
+        _must_be_folder(
+            storage_path, "storage_url=" if storage_url is not None else ENV_STORAGE_URL
+        )
     return Settings(home=home_path, database_url=db, storage_path=storage_path.absolute())
+
+
+def _home_source() -> str:
+    return ENV_HOME if os.environ.get(ENV_HOME) else "the default home"
+
+
+def _must_be_folder(path: Path, source: str) -> None:
+    """Refuse a path that exists as something other than a folder (or is under a file)."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is a file" if part == path else f"is under {part}, which is a file"
+                raise ConfigurationError(
+                    f"{source} {path} {what}: the registry needs a folder there"
+                )
+            return

@@ -29,7 +29,7 @@ from torch import nn
 from . import architectures, metadata
 from .architectures import Architecture, Misfit
 from .errors import ArchitectureError, ArchitectureNotFoundError, InvalidArgumentError
-from .keyvalue import validate_arch_kwargs
+from .keyvalue import format_kwargs, validate_arch_kwargs
 
 #: Segments a wrapper adds in front of every key: DataParallel/DDP and torch.compile.
 WRAPPER_SEGMENTS = ("module", "_orig_mod")
@@ -129,13 +129,16 @@ def fit(
     prefixes = _prefixes(state, strip_prefix)
     kwargs = validate_arch_kwargs(arch_kwargs)
     try:
+        chosen = arch is None
         if arch is None:
             arch, kwargs, prefixes = _choose(source, arch_kwargs, state, prefixes, notes)
         architecture = architectures.resolve(arch)
-        return _fit_prefixes(architecture, kwargs, state, encoded_metadata, prefixes, notes)
+        return _fit_prefixes(
+            architecture, kwargs, state, encoded_metadata, prefixes, notes, suggest=not chosen
+        )
     except (ArchitectureError, ArchitectureNotFoundError) as exc:
         if notes and "(after " not in str(exc):
-            exc.args = (f"{exc} (after {'; '.join(notes)})",)
+            exc.add(f" (after {'; '.join(notes)})")
         raise
 
 
@@ -146,6 +149,7 @@ def _fit_prefixes(
     encoded_metadata: list[Any] | None,
     prefixes: list[str],
     notes: list[str],
+    suggest: bool = False,
 ) -> Fitted:
     best: tuple[int, Misfit, dict[str, Any], dict[str, list[int]], str] | None = None
     for prefix in prefixes:
@@ -192,6 +196,14 @@ def _fit_prefixes(
         hint += f"; removing {', '.join(map(repr, others))} did not make them fit either"
     if prefix and "" in prefixes:
         hint += "; nor do the keys as they are"
+    if suggest:
+        others = architectures.exact_fits(shapes, architecture.name)
+        if others:
+            hint += (
+                "; they fit "
+                + " and ".join(f"{m.name}({format_kwargs(m.arch_kwargs)})" for m in others)
+                + " exactly"
+            )
     raise refusal.error(label, hint)
 
 
@@ -255,17 +267,20 @@ def _choose(
         if exact:
             if refusal is not None:
                 raise refusal
+            base = f"the weights fit several architectures ({', '.join(m.name for m in exact)})"
             raise ArchitectureNotFoundError(
-                f"the weights fit several architectures ({', '.join(m.name for m in exact)}); "
-                "choose one with --arch"
+                f"{base}; choose one with arch=", cli=f"{base}; choose one with --arch"
             )
     if refusal is not None:
         raise refusal
     shown = ", ".join(f"{m.name} ({m.score:.0%})" for m in closest[:3])
     tried = [p for p in prefixes if p]
-    raise ArchitectureNotFoundError(
+    base = (
         "no known architecture fits these weights"
         + (f" (also tried without the prefix {', '.join(map(repr, tried))})" if tried else "")
         + (f"; closest: {shown}" if shown else "")
-        + "; name one with --arch (see `registry archs`, or use package.module:Class)"
+    )
+    raise ArchitectureNotFoundError(
+        f"{base}; name one with arch= (a name from architectures(), or package.module:Class)",
+        cli=f"{base}; name one with --arch (see `registry archs`, or use package.module:Class)",
     )

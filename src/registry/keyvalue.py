@@ -1,10 +1,18 @@
-"""Parse ``k=v`` options: tags (string values) and architecture arguments (JSON values)."""
+"""Parse and check the values users type: tags (string values), architecture arguments
+(JSON values), dates. Torch-free and SQLAlchemy-free: the CLI validates with these
+before it starts any work, and the Python API checks the same values with them.
+
+Messages name the value, never an option or argument spelling (``--tag``, ``tags=``):
+click prefixes the option's name for command-line users, and Python users see the
+argument they passed.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from .errors import InvalidArgumentError
@@ -22,6 +30,10 @@ def _split(item: str, what: str) -> tuple[str, str]:
 
 def validate_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
     """Check tag keys and turn values into strings."""
+    if tags is not None and not isinstance(tags, Mapping):
+        raise InvalidArgumentError(
+            f"tags must be a mapping of key to value, such as {{'task': 'cls'}}, not {tags!r}"
+        )
     out: dict[str, str] = {}
     for key, value in (tags or {}).items():
         if not isinstance(key, str) or not TAG_KEY_RE.fullmatch(key):
@@ -37,8 +49,23 @@ def validate_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def parse_tags(items: Iterable[str]) -> dict[str, str]:
-    """``["task=cls", "lr=0.1"]`` -> ``{"task": "cls", "lr": "0.1"}``."""
-    return validate_tags(dict(_split(item, "tag") for item in items))
+    """``["task=cls", "lr=0.1"]`` -> ``{"task": "cls", "lr": "0.1"}``.
+
+    Raises InvalidArgumentError for an item without ``=``, a bad key, or one key
+    given twice with different values (the second would silently win).
+    """
+    return validate_tags(_unique((_split(item, "tag") for item in items), "tag"))
+
+
+def _unique(pairs: Iterable[tuple[str, Any]], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out and out[key] != value:
+            raise InvalidArgumentError(
+                f"{what} {key!r} is given twice, as {out[key]!r} and {value!r}: keep one"
+            )
+        out[key] = value
+    return out
 
 
 def parse_arch_args(items: Iterable[str]) -> dict[str, Any]:
@@ -47,18 +74,18 @@ def parse_arch_args(items: Iterable[str]) -> dict[str, Any]:
     Values are read as JSON when they parse (numbers, true/false/null, lists,
     objects, quoted strings) and kept as plain strings otherwise.
     """
-    out: dict[str, Any] = {}
+    pairs = []
     for item in items:
-        key, text = _split(item, "--arch-arg")
+        key, text = _split(item, "architecture argument")
         if not key.isidentifier():
             raise InvalidArgumentError(
-                f"invalid --arch-arg {item!r}: {key!r} is not a Python argument name"
+                f"invalid architecture argument {item!r}: {key!r} is not a Python argument name"
             )
         try:
-            out[key] = json.loads(text)
+            pairs.append((key, json.loads(text)))
         except json.JSONDecodeError:
-            out[key] = text
-    return validate_arch_kwargs(out)
+            pairs.append((key, text))
+    return validate_arch_kwargs(_unique(pairs, "architecture argument"))
 
 
 def validate_arch_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -83,3 +110,23 @@ def validate_arch_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def format_kwargs(kwargs: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(kwargs.items()))
+
+
+def parse_date(value: datetime | str | None, label: str) -> datetime | None:
+    """A UTC-aware datetime from a datetime or an ISO 8601 string (naive means UTC).
+
+    Raises InvalidArgumentError naming ``label`` (the argument's name) for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgumentError(
+                f"{label}={value!r} is not a date: use ISO 8601, e.g. 2026-11-29 or "
+                "2026-11-29T14:30:00"
+            ) from None
+    if not isinstance(value, datetime):
+        raise InvalidArgumentError(f"{label} must be a datetime or an ISO 8601 string")
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value

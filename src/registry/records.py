@@ -58,6 +58,9 @@ class PushReport:
     tensors_written: int  # the version's tensors whose bytes were not stored before
     notes: tuple[str, ...] = ()
     healed: int = 0  # damaged stored tensors this push's good bytes replaced
+    #: What a push of weights already stored gave the existing version, one phrase per
+    #: change ("tag task=cifar10", "description", "parent base:1"); empty otherwise.
+    changed: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,7 @@ class PushReport:
             "bytes_written": self.bytes_written,
             "tensors_written": self.tensors_written,
             "healed": self.healed,
+            "changed": list(self.changed),
             "notes": list(self.notes),
         }
 
@@ -90,6 +94,20 @@ class ModelVersion:
     parent: str | None = None
     tensors: tuple[TensorInfo, ...] = ()
     pushed: PushReport | None = None
+    # Provenance (None for versions pushed before it was recorded): who pushed it on
+    # which host, the pushed file, the git commit of the working folder and whether
+    # its tracked files had changes, the registry's version; for an imported version,
+    # when it was first created where it came from (``created_at`` is when it
+    # entered this registry). ``arch_module`` names the module that registered the
+    # architecture's name in code, if it was.
+    pushed_by: str | None = None
+    pushed_host: str | None = None
+    source_path: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    registry_version: str | None = None
+    origin_created_at: datetime | None = None
+    arch_module: str | None = None
 
     @property
     def ref(self) -> str:
@@ -117,12 +135,162 @@ class ModelVersion:
             "tensor_count": self.tensor_count,
             "torch_version": self.torch_version,
             "source_format": self.source_format,
+            "pushed_by": self.pushed_by,
+            "pushed_host": self.pushed_host,
+            "source_path": self.source_path,
+            "git_commit": self.git_commit,
+            "git_dirty": self.git_dirty,
+            "registry_version": self.registry_version,
+            "origin_created_at": (
+                self.origin_created_at.isoformat() if self.origin_created_at else None
+            ),
+            "arch_module": self.arch_module,
         }
         if tensors and self.tensors:
             out["tensors"] = [t.to_dict() for t in self.tensors]
         if self.pushed is not None:
             out.update(self.pushed.to_dict())
         return out
+
+
+#: What each kind of event records (``before`` -> ``after``, as JSON values):
+#:
+#: - ``push`` (from the version itself): None -> {digest, arch, arch_kwargs, parent,
+#:   source_path, git_commit, git_dirty, registry_version, torch_version}
+#: - ``tag``: {key: old value} for keys that had one -> {key: new value}
+#: - ``untag``: {key: old value} -> {}
+#: - ``alias``: {alias, version: old} or None (a new alias) -> {alias, version: new}
+#: - ``unalias``: {alias, version} -> None
+#: - ``describe``: {description: old} -> {description: new} (None: no description)
+#: - ``remove``: {digest, arch, arch_kwargs, tags, aliases, description, parent,
+#:   pushed_by, pushed_host, created_at, ..., children: refs that lost their parent}
+#:   -> None
+#: - ``import``: None -> {bundle, from, origin_created_at, aliases}
+#: - ``push-update``: {tags, description, parent: None} -> {tags: {key: value} added,
+#:   description, parent: ref}, the keys present being what a push of weights already
+#:   stored gave that version (it had none of them before)
+EVENT_KINDS = (
+    "push",
+    "tag",
+    "untag",
+    "alias",
+    "unalias",
+    "describe",
+    "remove",
+    "import",
+    "push-update",
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a model's history (see :data:`EVENT_KINDS` for ``before``/``after``).
+
+    ``actor`` is who did it (``unknown`` for pushes recorded before provenance was),
+    ``host`` where; ``version`` is None for an event on the model as a whole. ``id``
+    is None for a push, which is read from the version itself.
+    """
+
+    at: datetime
+    kind: str
+    name: str
+    version: int | None
+    actor: str
+    host: str | None = None
+    before: Any = None
+    after: Any = None
+    id: int | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.name if self.version is None else f"{self.name}:{self.version}"
+
+    def summary(self) -> str:
+        """The change on one line, e.g. ``alias production: tuned:1 -> tuned:2``."""
+        before = self.before if isinstance(self.before, dict) else {}
+        after = self.after if isinstance(self.after, dict) else {}
+        kind = self.kind
+        if kind == "push":
+            text = f"pushed {after.get('arch', '?')}"
+            if after.get("digest"):
+                text += f" {_short_digest(after['digest'])}"
+            if after.get("parent"):
+                text += f" from {after['parent']}"
+            if after.get("source_path"):
+                text += f", file {after['source_path']}"
+            if after.get("git_commit"):
+                dirty = ", dirty" if after.get("git_dirty") else ""
+                text += f" (git {str(after['git_commit'])[:12]}{dirty})"
+            return text
+        if kind in ("tag", "untag"):
+            keys = list(dict.fromkeys([*before, *after]))
+            return f"{kind} " + ", ".join(
+                f"{key}: {_or_none(before.get(key))} -> {_or_none(after.get(key))}" for key in keys
+            )
+        if kind in ("alias", "unalias"):
+            alias = after.get("alias") or before.get("alias") or "?"
+            old = f"{self.name}:{before['version']}" if "version" in before else "(none)"
+            new = f"{self.name}:{after['version']}" if "version" in after else "(none)"
+            return f"alias {alias}: {old} -> {new}"
+        if kind == "describe":
+            return (
+                f"description: {_quoted(before.get('description'))} -> "
+                f"{_quoted(after.get('description'))}"
+            )
+        if kind == "remove":  # its aliases' deletion is an unalias event each
+            text = f"removed {_short_digest(before.get('digest', '?'))}"
+            if before.get("children"):
+                text += f"; {', '.join(before['children'])} lost their parent"
+            return text
+        if kind == "push-update":  # an identical push gave the version what it lacked
+            parts = [f"tag {k}={v}" for k, v in (after.get("tags") or {}).items()]
+            if "description" in after:
+                parts.append(f"description {_quoted(after['description'])}")
+            if "parent" in after:
+                parts.append(f"parent {after['parent']}")
+            return "identical push added " + ", ".join(parts)
+        if kind == "import":
+            text = f"imported {after.get('from', '?')} from {after.get('bundle', '?')}"
+            if after.get("origin_created_at"):
+                text += f" (created {after['origin_created_at']})"
+            return text
+        changed = sorted(set(before) | set(after))
+        return f"{kind}: " + (
+            ", ".join(
+                f"{k}: {_or_none(before.get(k))} -> {_or_none(after.get(k))}" for k in changed
+            )
+            if changed
+            else "no details"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "ref": self.ref,
+            "name": self.name,
+            "version": self.version,
+            "actor": self.actor,
+            "host": self.host,
+            "before": self.before,
+            "after": self.after,
+            "summary": self.summary(),
+        }
+
+
+def _short_digest(digest: Any) -> str:
+    return "sha256:" + str(digest).removeprefix("sha256:")[:12]
+
+
+def _or_none(value: Any) -> str:
+    return "(none)" if value is None else str(value)
+
+
+def _quoted(value: Any, width: int = 40) -> str:
+    if value is None:
+        return "(none)"
+    text = " ".join(str(value).split())
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
 
 
 @dataclass(frozen=True)

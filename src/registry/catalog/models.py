@@ -6,6 +6,7 @@ The schema is created and changed only by the Alembic migrations in
     models ─┬─< versions ─┬─< tensors >── blobs >── packs
             │             ├─< tags
             └─< aliases >─┘
+                          └─< events (name and number kept after the version goes)
 
 A *blob* is one tensor's raw bytes, keyed by their sha256, stored once at
 (pack, offset, nbytes) however many versions use it. *tensors* maps a version's
@@ -22,6 +23,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -123,6 +125,21 @@ class Version(Base):
     #: Module versions that load gives the architecture when the weights carried none
     #: and its modules refuse weights without them (recorded at push); else NULL.
     assumed_metadata: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Provenance (revision 0004; NULL for versions pushed before it).
+    pushed_by: Mapped[str | None] = mapped_column(String(255))
+    pushed_host: Mapped[str | None] = mapped_column(String(255))
+    #: The absolute path of the pushed file; NULL for a state dict or a module.
+    source_path: Mapped[str | None] = mapped_column(Text)
+    #: HEAD of the git repository holding the pusher's working folder, and whether its
+    #: tracked files had uncommitted changes; NULL outside a repository.
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    git_dirty: Mapped[bool | None] = mapped_column(Boolean)
+    registry_version: Mapped[str | None] = mapped_column(String(64))
+    #: For an imported version: when it was first created, in the registry it came
+    #: from (``created_at`` is when it entered this one).
+    origin_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The module that registered the architecture's name in code, if it was.
+    arch_module: Mapped[str | None] = mapped_column(String(255))
 
     model: Mapped[Model] = relationship(back_populates="versions")
     tensors: Mapped[list[TensorRow]] = relationship(
@@ -209,3 +226,27 @@ class Alias(Base):
     )
     alias: Mapped[str] = mapped_column(String(64), primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+
+
+class Event(Base):
+    """A change to the catalogue that is not a push: who, when, what before and after.
+
+    ``kind`` is one of ``tag``, ``untag``, ``alias``, ``unalias``, ``describe``,
+    ``remove``, ``import``, ``push-update``. ``name`` and ``version`` keep the model's
+    name and the version's number after the version is removed (numbers are never
+    reused); ``version_id`` is then cleared.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index(None, "name", "at"), Index(None, "at"), Index(None, "version_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int | None] = mapped_column(Integer)
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id", ondelete="SET NULL"))
+    before: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    after: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)

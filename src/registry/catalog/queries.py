@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from .models import Alias, Blob, Model, Pack, Tag, TensorRow, Version, utcnow
-from .reader import chunks
+from .models import Alias, Blob, Event, Model, Pack, Tag, TensorRow, Version, utcnow
+from .reader import chunks, jsonable
 
 #: Rows or IN-list items per statement here: a row of `tensors` binds 9 parameters,
 #: and SQLite allows 32766 in one statement.
@@ -57,14 +57,108 @@ def next_version(session: Session, name: str, wanted: int | None = None) -> tupl
     return model, model.last_version
 
 
-def set_alias(session: Session, model_id: int, alias: str, version_id: int) -> None:
-    """Point ``alias`` of a model at a version, moving it if it pointed elsewhere."""
+def version_tags(session: Session, version_id: int) -> dict[str, str]:
+    rows = session.execute(select(Tag.key, Tag.value).where(Tag.version_id == version_id))
+    return {key: value for key, value in rows}
+
+
+def ancestors(session: Session, version_id: int) -> list[int]:
+    """The ids of ``version_id``'s parent, grandparent, ... (stops at a repeat)."""
+    chain: list[int] = []
+    current: int | None = version_id
+    while current is not None:
+        current = session.scalar(select(Version.parent_id).where(Version.id == current))
+        if current is None or current in chain or current == version_id:
+            break
+        chain.append(current)
+    return chain
+
+
+def add_to_version(
+    session: Session,
+    version: Version,
+    *,
+    tags: Mapping[str, str],
+    description: str | None = None,
+    parent_id: int | None = None,
+) -> None:
+    """Give an existing version new tags (keys it lacks), and a description or a parent
+    where it has none; the caller has checked that nothing is overwritten."""
+    if description is not None:
+        version.description = description
+    if parent_id is not None:
+        version.parent_id = parent_id
+    if tags:
+        session.execute(
+            insert(Tag.__table__),
+            [{"version_id": version.id, "key": k, "value": v} for k, v in tags.items()],
+        )
+    session.flush()
+
+
+def set_alias(session: Session, model_id: int, alias: str, version_id: int) -> int | None:
+    """Point ``alias`` of a model at a version, moving it if it pointed elsewhere.
+
+    Returns the id of the version it pointed at before (None for a new alias).
+    """
     existing = session.get(Alias, (model_id, alias))
+    previous = None
     if existing is None:
         session.add(Alias(model_id=model_id, alias=alias, version_id=version_id))
     else:
+        previous = existing.version_id
         existing.version_id = version_id
     session.flush()
+    return previous
+
+
+def alias_target(session: Session, model_id: int, alias: str) -> int | None:
+    """The id of the version ``alias`` of a model points at, or None."""
+    found = session.get(Alias, (model_id, alias))
+    return found.version_id if found is not None else None
+
+
+def version_number(session: Session, version_id: int) -> int | None:
+    return session.scalar(select(Version.version).where(Version.id == version_id))
+
+
+def record_event(
+    session: Session,
+    kind: str,
+    name: str,
+    version: int | None,
+    version_id: int | None,
+    before: Any,
+    after: Any,
+    *,
+    actor: tuple[str, str | None] | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Add an event to the history in the session's transaction (see
+    ``Catalog.record_event``, its plain-SQL twin, and ``records.EVENT_KINDS``).
+
+    ``actor`` is (user, host), by default whoever runs this; ``at`` defaults to now.
+    """
+    if actor is None:
+        from ..provenance import actor as current_actor
+
+        actor = current_actor()
+    session.execute(
+        insert(Event.__table__),
+        [
+            {
+                "at": at or utcnow(),
+                "actor": actor[0],
+                "host": actor[1],
+                "kind": kind,
+                "name": name,
+                "version": version,
+                "version_id": version_id,
+                "before": jsonable(before),  # datetimes as ISO 8601, as Catalog writes them
+                "after": jsonable(after),
+            }
+        ],
+    )
 
 
 def _insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -146,11 +240,22 @@ def add_version(
     state_metadata: list[Any] | None = None,
     file_metadata: Mapping[str, str] | None = None,
     assumed_metadata: list[Any] | None = None,
+    pushed_by: str | None = None,
+    pushed_host: str | None = None,
+    source_path: str | None = None,
+    git_commit: str | None = None,
+    git_dirty: bool | None = None,
+    registry_version: str | None = None,
+    origin_created_at: datetime | None = None,
+    arch_module: str | None = None,
 ) -> Version:
     """Insert a version with its tensor table and tags.
 
     ``tensors`` holds (name, dtype, shape, digest, nbytes[, storage_group,
-    storage_view]) per key, in state-dict order.
+    storage_view]) per key, in state-dict order. The provenance keywords
+    (``pushed_by`` ... ``registry_version``, see ``provenance.Provenance.columns``)
+    say who pushed it and from where; ``origin_created_at`` is, for an imported
+    version, when it was first created in the registry it came from.
     """
     version = Version(
         model_id=model.id,
@@ -169,6 +274,14 @@ def add_version(
         state_metadata=state_metadata,
         file_metadata=dict(file_metadata) if file_metadata is not None else None,
         assumed_metadata=assumed_metadata,
+        pushed_by=pushed_by,
+        pushed_host=pushed_host,
+        source_path=source_path,
+        git_commit=git_commit,
+        git_dirty=git_dirty,
+        registry_version=registry_version,
+        origin_created_at=origin_created_at,
+        arch_module=arch_module,
     )
     session.add(version)
     session.flush()

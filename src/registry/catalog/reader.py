@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import AmbiguousReferenceError, ModelNotFoundError, VersionNotFoundError
-from ..records import ModelVersion, Shared, TensorInfo
+from ..records import Event, ModelVersion, Shared, TensorInfo
 from ..refs import Ref
 from ..sharing import from_columns
 
@@ -30,7 +30,8 @@ _CHUNK = 10_000
 _VERSION_COLUMNS = (
     "v.id, v.model_id, m.name, v.version, v.digest, v.arch, v.arch_kwargs, v.description, "
     "v.parent_id, v.total_bytes, v.param_count, v.tensor_count, v.torch_version, "
-    "v.source_format, v.created_at"
+    "v.source_format, v.created_at, v.pushed_by, v.pushed_host, v.source_path, v.git_commit, "
+    "v.git_dirty, v.registry_version, v.origin_created_at, v.arch_module"
 )
 _FROM_VERSIONS = f"SELECT {_VERSION_COLUMNS} FROM versions v JOIN models m ON m.id = v.model_id"
 
@@ -54,6 +55,14 @@ class VersionRow:
     torch_version: str
     source_format: str
     created_at: Any
+    pushed_by: str | None = None
+    pushed_host: str | None = None
+    source_path: str | None = None
+    git_commit: str | None = None
+    git_dirty: Any = None  # 0/1 from SQLite, bool from PostgreSQL
+    registry_version: str | None = None
+    origin_created_at: Any = None
+    arch_module: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,81 @@ def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
+def jsonable(value: Any) -> Any:
+    """Datetimes as ISO 8601 text, tuples as lists: what an event's JSON holds."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def event_json(value: Any) -> str | None:
+    """An event's ``before``/``after`` as JSON text; None stays NULL."""
+    return None if value is None else json.dumps(jsonable(value))
+
+
+#: What a removal records of the version it removes (and what its push is read from
+#: once the version is gone).
+SNAPSHOT_KEYS = (
+    "digest",
+    "arch",
+    "arch_kwargs",
+    "tags",
+    "aliases",
+    "description",
+    "parent",
+    "created_at",
+    "origin_created_at",
+    "pushed_by",
+    "pushed_host",
+    "source_path",
+    "git_commit",
+    "git_dirty",
+    "registry_version",
+    "torch_version",
+)
+#: What a push event's ``after`` holds, from the version it made.
+PUSH_KEYS = (
+    "digest",
+    "arch",
+    "arch_kwargs",
+    "parent",
+    "source_path",
+    "git_commit",
+    "git_dirty",
+    "registry_version",
+    "torch_version",
+)
+
+
+def version_snapshot(record: ModelVersion) -> dict[str, Any]:
+    """A version's catalogue facts as plain JSON values (a removal's ``before``)."""
+    facts = jsonable({key: getattr(record, key) for key in SNAPSHOT_KEYS})
+    facts["digest"] = f"sha256:{record.digest}"  # as every JSON answer spells a digest
+    return facts
+
+
+def push_event(name: str, version: int, facts: Mapping[str, Any]) -> Event | None:
+    """The push that made a version, read from its facts (a row, or a removal's
+    snapshot); None when they do not say when it was made."""
+    when = facts.get("origin_created_at") or facts.get("created_at")
+    if when is None:
+        return None
+    return Event(
+        at=_utc(when),
+        kind="push",
+        name=name,
+        version=version,
+        actor=facts.get("pushed_by") or "unknown",
+        host=facts.get("pushed_host"),
+        before=None,
+        after={key: facts.get(key) for key in PUSH_KEYS},
+    )
+
+
 class Catalog:
     """Queries on one open DB-API connection; ``?`` placeholders in the SQL below."""
 
@@ -187,6 +271,10 @@ class Catalog:
             raise ModelNotFoundError(f"no model named {name!r} in the registry{hint}")
         return int(rows[0][0])
 
+    def model_id(self, name: str) -> int:
+        """The model's id; ModelNotFoundError (with close names) if there is none."""
+        return self._model_id(name)
+
     def resolve(self, ref: Ref) -> VersionRow:
         """The version a parsed reference names, or a NotFound/Ambiguous error that says why."""
         model_id = self._model_id(ref.name)
@@ -199,8 +287,11 @@ class Catalog:
                 latest = self.execute(
                     "SELECT MAX(version) FROM versions WHERE model_id = ?", (model_id,)
                 )[0][0]
-                hint = f" (latest is {ref.name}:{latest})" if latest else ""
-                raise VersionNotFoundError(f"{ref.name} has no version {ref.version}{hint}")
+                last = self.execute("SELECT last_version FROM models WHERE id = ?", (model_id,))
+                hint = f"the latest is {ref.name}:{latest}" if latest else "it has no versions left"
+                if ref.version <= (last[0][0] or 0):  # numbers are never reused: it was removed
+                    raise VersionNotFoundError(f"{ref.name}:{ref.version} was removed; {hint}")
+                raise VersionNotFoundError(f"{ref.name} has no version {ref.version}; {hint}")
         elif ref.alias is not None:
             rows = self.execute(
                 _FROM_VERSIONS
@@ -210,7 +301,20 @@ class Catalog:
                 (model_id, model_id, ref.alias),
             )
             if not rows:
-                raise VersionNotFoundError(f"{ref.name} has no alias {ref.alias!r}")
+                aliases = [
+                    a
+                    for (a,) in self.execute(
+                        "SELECT alias FROM aliases WHERE model_id = ?", (model_id,)
+                    )
+                ]
+                close = difflib.get_close_matches(ref.alias, aliases, n=3, cutoff=0.6)
+                if close:
+                    hint = f"; did you mean {', '.join(f'{ref.name}:{a}' for a in close)}?"
+                elif aliases:
+                    hint = f" (its aliases: {', '.join(sorted(aliases))})"
+                else:
+                    hint = " (it has no aliases)"
+                raise VersionNotFoundError(f"{ref.name} has no alias {ref.alias!r}{hint}")
         elif ref.digest_prefix is not None:
             prefix = ref.digest_prefix
             rows = self.execute(
@@ -349,6 +453,16 @@ class Catalog:
                 aliases=tuple(aliases[v.id]),
                 parent=parents.get(v.parent_id) if v.parent_id is not None else None,
                 tensors=self._tensors(v.id) if with_tensors else (),
+                pushed_by=v.pushed_by,
+                pushed_host=v.pushed_host,
+                source_path=v.source_path,
+                git_commit=v.git_commit,
+                git_dirty=None if v.git_dirty is None else bool(v.git_dirty),
+                registry_version=v.registry_version,
+                origin_created_at=(
+                    _utc(v.origin_created_at) if v.origin_created_at is not None else None
+                ),
+                arch_module=v.arch_module,
             )
             for v in versions
         ]
@@ -453,6 +567,15 @@ class Catalog:
             chain.append(self.version_by_id(chain[-1].parent_id))
         return chain
 
+    def children(self, version: VersionRow) -> list[VersionRow]:
+        """The versions whose parent is ``version``, by name and number."""
+        return [
+            VersionRow(*row)
+            for row in self.execute(
+                _FROM_VERSIONS + " WHERE v.parent_id = ? ORDER BY m.name, v.version", (version.id,)
+            )
+        ]
+
     def delete_version(self, version_id: int) -> None:
         """Delete a version with its tags, tensor rows and aliases (children keep no parent)."""
         self.execute("DELETE FROM versions WHERE id = ?", (version_id,))
@@ -519,6 +642,152 @@ class Catalog:
             ):
                 found[digest].append(f"{name}:{number} {tensor}")
         return found
+
+    # -- events (the history: ``registry log``) --------------------------------------
+
+    def record_event(
+        self,
+        kind: str,
+        version: VersionRow | tuple[str, int | None, int | None],
+        before: Any,
+        after: Any,
+        *,
+        actor: tuple[str, str | None] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Add an event to the history (call inside the write transaction of the change).
+
+        ``version`` is the row changed, or (model name, version number or None,
+        version id or None). ``before``/``after`` are JSON values (datetimes become
+        ISO 8601 text; see ``records.EVENT_KINDS``). ``actor`` is (user, host),
+        by default whoever runs this (``REGISTRY_USER``, else the login name); ``at``
+        defaults to now.
+        """
+        if isinstance(version, VersionRow):
+            name, number, version_id = version.name, version.version, version.id
+        else:
+            name, number, version_id = version
+        if actor is None:
+            from ..provenance import actor as current_actor
+
+            actor = current_actor()
+        self.execute(
+            'INSERT INTO events (at, actor, host, kind, name, version, version_id, "before", '
+            '"after") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            (
+                self._timestamp(at or datetime.now(timezone.utc)),
+                actor[0],
+                actor[1],
+                kind,
+                name,
+                number,
+                version_id,
+                event_json(before),
+                event_json(after),
+            ),
+        )
+
+    def events(
+        self, name: str | None = None, version: int | None = None, *, limit: int | None = None
+    ) -> list[Event]:
+        """Recorded events, newest first: all, a model's, or one version's.
+
+        A version's events include those of an alias that moved away from it.
+        """
+        sql = 'SELECT id, at, actor, host, kind, name, version, "before", "after" FROM events'
+        params: list[Any] = []
+        if name is not None:
+            sql += " WHERE name = ?"
+            params.append(name)
+            if version is not None:
+                sql += " AND (version = ? OR kind = 'alias')"
+                params.append(version)
+        sql += " ORDER BY at DESC, id DESC"
+        if limit is not None and version is None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        found = []
+        for event_id, at, actor, host, kind, ename, number, before, after in self.execute(
+            sql, params
+        ):
+            event = Event(
+                at=_utc(at),
+                kind=kind,
+                name=ename,
+                version=number,
+                actor=actor,
+                host=host,
+                before=_json(before),
+                after=_json(after),
+                id=event_id,
+            )
+            if version is not None and number != version:
+                moved = event.before if isinstance(event.before, dict) else {}
+                if moved.get("version") != version:
+                    continue
+            found.append(event)
+        return found[:limit] if limit is not None else found
+
+    def pushes(
+        self, name: str | None = None, version: int | None = None, *, limit: int | None = None
+    ) -> list[Event]:
+        """The pushes that made the versions there are, newest first (an imported
+        version's at its original creation), read from the versions themselves."""
+        when = "COALESCE(v.origin_created_at, v.created_at)"
+        sql = (
+            "SELECT m.name, v.version, v.digest, v.arch, v.arch_kwargs, v.created_at, "
+            "v.origin_created_at, v.pushed_by, v.pushed_host, v.source_path, v.git_commit, "
+            "v.git_dirty, v.registry_version, v.torch_version, pm.name, p.version "
+            "FROM versions v JOIN models m ON m.id = v.model_id "
+            "LEFT JOIN versions p ON p.id = v.parent_id "
+            "LEFT JOIN models pm ON pm.id = p.model_id"
+        )
+        params: list[Any] = []
+        if name is not None:
+            sql += " WHERE m.name = ?"
+            params.append(name)
+            if version is not None:
+                sql += " AND v.version = ?"
+                params.append(version)
+        sql += f" ORDER BY {when} DESC, v.id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        found = []
+        for row in self.execute(sql, params):
+            (vname, number, digest, arch, kwargs, created, origin, by, host, path, commit,
+             dirty, registry, torch_version, parent_name, parent_number) = row  # fmt: skip
+            facts = {
+                "digest": f"sha256:{digest}",
+                "arch": arch,
+                "arch_kwargs": _json(kwargs) or {},
+                "parent": f"{parent_name}:{parent_number}" if parent_name else None,
+                "source_path": path,
+                "git_commit": commit,
+                "git_dirty": None if dirty is None else bool(dirty),
+                "registry_version": registry,
+                "torch_version": torch_version,
+                "created_at": created,
+                "origin_created_at": origin,
+                "pushed_by": by,
+                "pushed_host": host,
+            }
+            event = push_event(vname, number, facts)
+            if event is not None:
+                found.append(event)
+        return found
+
+    def tags_of(self, version_id: int) -> dict[str, str]:
+        return dict(self.execute("SELECT key, value FROM tags WHERE version_id = ?", (version_id,)))
+
+    def alias_target(self, model_id: int, alias: str) -> tuple[int, int] | None:
+        """(version id, version number) the alias points at, or None if there is no alias."""
+        rows = self.execute(
+            "SELECT v.id, v.version FROM aliases a JOIN versions v ON v.id = a.version_id "
+            "WHERE a.model_id = ? AND a.alias = ?",
+            (model_id, alias),
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     # -- tags ---------------------------------------------------------------------
 

@@ -1,0 +1,145 @@
+"""click parameter types for what users type on the command line.
+
+Each type checks its value with the same torch-free validator the Python API uses
+(``refs``, ``keyvalue``) and turns an :class:`InvalidArgumentError` into click's
+``BadParameter``, so a bad value is a usage error: exit code 2, click's usage line,
+and the option's name in the message, before any work starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .errors import InvalidArgumentError
+
+
+class _Checked(click.ParamType):
+    """A string checked by :meth:`check`, which returns the converted value."""
+
+    def check(self, value: str) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.check(value)
+        except InvalidArgumentError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class RefType(_Checked):
+    """NAME, NAME:VERSION, NAME:latest, NAME:ALIAS or NAME@sha256:HEX; kept as typed."""
+
+    name = "REF"
+
+    def check(self, value: str) -> str:
+        from .refs import parse_ref
+
+        parse_ref(value)
+        return value
+
+
+class NameType(_Checked):
+    name = "NAME"
+
+    def check(self, value: str) -> str:
+        from .refs import validate_name
+
+        return validate_name(value)
+
+
+class NamePatternType(_Checked):
+    """A model name, or a glob of one (``res*``)."""
+
+    name = "NAME|GLOB"
+
+    def check(self, value: str) -> str:
+        from .refs import validate_name
+
+        validate_name(value.replace("*", "a").replace("?", "a"))
+        return value
+
+
+class AliasType(_Checked):
+    name = "ALIAS"
+
+    def check(self, value: str) -> str:
+        from .refs import validate_alias
+
+        return validate_alias(value)
+
+
+class TagType(_Checked):
+    """``K=V`` -> ``(key, value)``."""
+
+    name = "K=V"
+
+    def check(self, value: str) -> tuple[str, str]:
+        from .keyvalue import parse_tags
+
+        ((key, text),) = parse_tags([value]).items()
+        return key, text
+
+
+class TagKeyType(_Checked):
+    name = "KEY"
+
+    def check(self, value: str) -> str:
+        from .keyvalue import validate_tags
+
+        validate_tags({value: ""})
+        return value
+
+
+class ArchArgType(_Checked):
+    """``K=V`` -> ``(key, JSON value or string)``."""
+
+    name = "K=V"
+
+    def check(self, value: str) -> tuple[str, Any]:
+        from .keyvalue import parse_arch_args
+
+        ((key, parsed),) = parse_arch_args([value]).items()
+        return key, parsed
+
+
+class DateType(_Checked):
+    """An ISO 8601 date or time (UTC unless it says otherwise); kept as typed."""
+
+    name = "DATE"
+
+    def check(self, value: str) -> str:
+        from .keyvalue import parse_date
+
+        try:
+            parse_date(value, "date")
+        except InvalidArgumentError:
+            raise InvalidArgumentError(
+                f"{value!r} is not a date: use ISO 8601, e.g. 2026-11-29 or 2026-11-29T14:30:00"
+            ) from None
+        return value
+
+
+def pairs_to_dict(ctx: click.Context, param: click.Parameter, value: Any) -> dict[str, Any]:
+    """Callback for a repeatable K=V option: a dict, refusing one key with two values."""
+    out: dict[str, Any] = {}
+    for key, item in value or ():
+        if key in out and out[key] != item:
+            raise click.BadParameter(
+                f"{key!r} is given twice, as {out[key]!r} and {item!r}: keep one", ctx, param
+            )
+        out[key] = item
+    return out
+
+
+REF = RefType()
+NAME = NameType()
+NAME_PATTERN = NamePatternType()
+ALIAS = AliasType()
+TAG = TagType()
+TAG_KEY = TagKeyType()
+ARCH_ARG = ArchArgType()
+DATE = DateType()
