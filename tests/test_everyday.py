@@ -483,3 +483,71 @@ def test_first_identification_says_so_once(home: Path, weights, tmp_path: Path,
         assert second.exit_code == 0 and "computing" not in second.stderr
     finally:
         architectures._torchvision_signatures.cache_clear()
+
+
+# -- the same kinds of fault in import and in the history ---------------------------------
+
+
+def test_import_gives_versions_already_here_what_the_bundle_has(home: Path, tmp_path: Path,
+                                                                weights):
+    source = Registry(home=tmp_path / "source")
+    source.push(weights["base"], "m", arch="resnet18")
+    source.push(weights["tuned"], "m", arch="resnet18", parent="m:1", tags={"task": "cifar10"},
+                description="lr 1e-4")
+    source.alias("m:2", "production")
+    bundle = source.export(["m:2", "m:1"], tmp_path / "b.tar").path
+
+    target = Registry(home=home)
+    target.push(weights["base"], "m", arch="resnet18")
+    target.push(weights["tuned"], "m", arch="resnet18", tags={"task": "imagenet"})
+    result = ok("import", str(bundle))
+    assert "note: m:2 is m:2 here; added description 'lr 1e-4', parent m:1, alias production" \
+        in result.stderr
+    assert "note: m:2 is m:2 here, which keeps its own: its tag task is 'imagenet', not " \
+        "'cifar10'" in result.stderr
+    mv = target.get("m:2")
+    assert (mv.description, mv.parent, mv.aliases, mv.tags) == (
+        "lr 1e-4", "m:1", ("production",), {"task": "imagenet"})
+    (event,) = [e for e in target.log("m:2") if e.kind == "import"]
+    assert event.after["already"] == "m:2" and event.after["aliases"] == ["production"]
+
+
+def test_import_takes_the_bundles_version_numbers_in_order(home: Path, tmp_path: Path, weights):
+    source = Registry(home=tmp_path / "source")
+    source.push(weights["base"], "m", arch="resnet18")
+    source.push(weights["tuned"], "m", arch="resnet18")
+    bundle = source.export(["m:2", "m:1"], tmp_path / "b.tar").path  # refs in any order
+    report = Registry(home=home).import_bundle(bundle)
+    assert [(a, b) for a, b, _ in report.versions] == [("m:1", "m:1"), ("m:2", "m:2")]
+    assert Registry(home=home).get("m:latest").ref == "m:2"
+
+
+def test_import_says_which_aliases_it_moves(home: Path, tmp_path: Path, weights):
+    source = Registry(home=tmp_path / "source")
+    source.push(weights["tuned"], "m", arch="resnet18")
+    source.alias("m:1", "production")
+    bundle = source.export(["m:1"], tmp_path / "b.tar").path
+    target = Registry(home=home)
+    target.push(weights["base"], "m", arch="resnet18")
+    target.alias("m:1", "production")
+    result = ok("import", str(bundle))
+    assert "note: moved m:production from m:1 to m:2" in result.stderr
+    assert target.get("m:production").ref == "m:2"
+
+
+def test_identical_push_changes_are_history(home: Path, reg: Registry, weights):
+    reg.push(weights["base"], "m", arch="resnet18")
+    os.environ["REGISTRY_USER"] = "bo"
+    try:
+        ok("push", str(weights["base"]), "--name", "m", "--arch", "resnet18", "--tag", "a=1",
+           "--description", "first")
+    finally:
+        del os.environ["REGISTRY_USER"]
+    newest = reg.log("m")[0]
+    assert (newest.kind, newest.actor, newest.after) == (
+        "push-update", "bo", {"tags": {"a": "1"}, "description": "first"})
+    line = ok("log", "m").stdout.splitlines()[1]
+    assert "bo@" in line and "identical push added tag a=1, description 'first'" in line
+    reg.push(weights["tuned"], "m", arch="resnet18", parent="m:1")
+    reg.remove("m:1")
+    assert "; m:2 lost its parent" in ok("log", "m").stdout

@@ -46,16 +46,24 @@ def examples(text: str) -> list[Example]:
     found: list[Example] = []
     current: Example | None = None
     fenced = False
+    blanks = 0  # blank lines inside a block belong to the output if the block goes on
     for number, raw in enumerate(text.splitlines(), start=1):
         if raw.lstrip().startswith("```"):
             fenced = not fenced
             current = None
             continue
-        indented = raw.startswith("    ") or (fenced and raw.strip())
+        if not raw.strip():
+            blanks += 1
+            continue
+        indented = raw.startswith("    ") or fenced
         line = raw[4:] if raw.startswith("    ") else raw
         if not indented:
             current = None
+            blanks = 0
             continue
+        if current is not None and not line.startswith("$ "):
+            current.expected.extend([""] * blanks)
+        blanks = 0
         if line.startswith("$ "):
             argv = shlex.split(line[2:], comments=True)
             current = None
@@ -98,10 +106,12 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if not key.startswith("fc."):
             tuned[key] = base[key]
     torch.save(tuned, work / "tuned.pth")  # a fine-tune: a new head on base's backbone
+    lightning = torch.nn.Module()  # a LightningModule holding the net in `self.model`
+    lightning.model = make_model("resnet18", seed=0)
     torch.save(
-        {"state_dict": {f"model.{k}": v for k, v in base.items()}, "epoch": 3, "global_step": 10},
+        {"state_dict": lightning.state_dict(), "epoch": 3, "global_step": 10},
         work / "epoch=3-step=10.ckpt",
-    )  # as PyTorch Lightning saves a module holding the net in `self.model`
+    )
     (work / "home").mkdir()
     return work
 

@@ -240,7 +240,8 @@ class Event:
         if kind == "remove":  # its aliases' deletion is an unalias event each
             text = f"removed {_short_digest(before.get('digest', '?'))}"
             if before.get("children"):
-                text += f"; {', '.join(before['children'])} lost their parent"
+                children = before["children"]
+                text += f"; {', '.join(children)} lost {'its' if len(children) == 1 else 'their'} parent"
             return text
         if kind == "push-update":  # an identical push gave the version what it lacked
             parts = [f"tag {k}={v}" for k, v in (after.get("tags") or {}).items()]
