@@ -110,7 +110,7 @@ def test_identical_push_that_contradicts_changes_nothing(
     reg.push(weights["tuned"], arch="resnet18", parent=base.ref)
     before = reg.get("base:1")
     # A tag that alone would be added is not added either: the push changes nothing.
-    result = run_cli("push", str(weights["base"]), "--tag", "new=1", *extra)
+    result = run_cli("push", str(weights["base"]), "--arch", "resnet18", "--tag", "new=1", *extra)
     message = error_line(result)
     assert message.startswith("identical weights are already stored as base:1, but ")
     assert says in message and "nothing was changed" in message

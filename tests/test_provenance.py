@@ -128,6 +128,37 @@ def test_git_commit_and_dirty_flag_of_the_working_folder(reg: Registry, tmp_path
     assert nogit.version == 4 and (nogit.git_commit, nogit.git_dirty) == (None, None)
 
 
+def test_git_is_asked_without_touching_the_users_repository(reg: Registry, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    """A push reads the repository's state and never writes its index or leaves its
+    index.lock: plain `git status` refreshes (rewrites) a stale index, under that lock,
+    and a push that ends git early would leave the lock behind for the user's next
+    commit to fail on."""
+    import os
+    import time
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "train.py").write_text("lr = 0.1\n")
+    git(repo, "add", "train.py")
+    git(repo, "commit", "-q", "-m", "first")
+    index = repo / ".git" / "index"
+    later = time.time() + 5
+    os.utime(repo / "train.py", (later, later))  # same content, new stat: index is stale
+    before = index.stat().st_mtime_ns, index.read_bytes()
+    monkeypatch.chdir(repo)
+
+    pushed = reg.push(tiny_state(0), "tiny", arch=TINY)
+    assert pushed.git_dirty is False
+    assert (index.stat().st_mtime_ns, index.read_bytes()) == before
+    assert not (repo / ".git" / "index.lock").exists()
+    with pytest.raises(Exception):
+        reg.push({"w": "not a tensor"}, "bad", arch=TINY)  # fails while git may still run
+    assert not (repo / ".git" / "index.lock").exists()
+    git(repo, "commit", "-q", "--allow-empty", "-m", "the user's next commit works")
+
+
 # -- events ----------------------------------------------------------------------------
 
 

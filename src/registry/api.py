@@ -42,6 +42,7 @@ from .errors import (
 )
 from .keyvalue import format_kwargs, parse_date, validate_arch_kwargs, validate_tags
 from .records import (
+    PROVENANCE_FIELDS,
     Diff,
     Event,
     GcReport,
@@ -847,13 +848,7 @@ class Registry:
                                 file_metadata=v.file_metadata,
                                 assumed_metadata=v.assumed_metadata,
                                 origin_created_at=v.origin_created_at or v.created_at,
-                                pushed_by=v.pushed_by,
-                                pushed_host=v.pushed_host,
-                                source_path=v.source_path,
-                                git_commit=v.git_commit,
-                                git_dirty=v.git_dirty,
-                                registry_version=v.registry_version,
-                                arch_module=v.arch_module,
+                                **{key: getattr(v, key) for key in PROVENANCE_FIELDS},
                             )
                             queries.record_event(
                                 session,

@@ -29,7 +29,7 @@ from ._files import replacing
 from .errors import IntegrityError, InvalidArgumentError, MissingFileError, RegistryError
 from .keyvalue import validate_arch_kwargs, validate_tags
 from .metadata import PLAIN_VALUES
-from .records import ModelVersion
+from .records import PROVENANCE_FIELDS, ModelVersion
 from .refs import parse_ref, validate_alias, validate_name
 from .sharing import DTYPE_SIZES, Shared, check_groups, manifest_terms, to_columns
 from .storage import manifest_digest, sha256_many
@@ -89,17 +89,8 @@ class ImportReport:
 #: What a version's source carried besides tensors, as ``_Opened`` and the catalogue
 #: name it.
 EXTRA_KEYS = ("state_metadata", "file_metadata", "assumed_metadata")
-#: Where a version came from (text or None; ``git_dirty`` a boolean or None), as the
-#: record and the catalogue name it; bundles written before these existed lack them.
-PROVENANCE_KEYS = (
-    "pushed_by",
-    "pushed_host",
-    "source_path",
-    "git_commit",
-    "git_dirty",
-    "registry_version",
-    "arch_module",
-)
+#: Where a version came from; bundles written before these existed lack them.
+PROVENANCE_KEYS = PROVENANCE_FIELDS
 
 
 def version_entry(record: ModelVersion, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

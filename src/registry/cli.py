@@ -24,6 +24,11 @@ json_option = click.option(
 )
 
 
+def _tag_option(help: str) -> Any:
+    """A repeatable ``--tag K=V`` option whose value is a dict (one value per key)."""
+    return click.option("--tag", "tags", type=TAG, multiple=True, callback=pairs_to_dict, help=help)
+
+
 class _Group(click.Group):
     """Turns registry and database errors into one-line messages with exit code 1."""
 
@@ -84,14 +89,7 @@ def cli() -> None:
     "timm:NAME; default: recognised from the weights.",
 )
 @click.option("--name", type=NAME, help="Model name (default: the file's stem).")
-@click.option(
-    "--tag",
-    "tags",
-    type=TAG,
-    multiple=True,
-    callback=pairs_to_dict,
-    help="Label the version; repeatable.",
-)
+@_tag_option("Label the version; repeatable.")
 @click.option(
     "--arch-arg",
     "arch_args",
@@ -218,14 +216,7 @@ def pull(ref: str, output: str | None, fmt: str | None, force: bool, as_json: bo
 
 @cli.command(name="list")
 @click.argument("name", required=False, type=NAME_PATTERN, metavar="[NAME|GLOB]")
-@click.option(
-    "--tag",
-    "tags",
-    type=TAG,
-    multiple=True,
-    callback=pairs_to_dict,
-    help="Only versions with this tag; repeatable (ANDed).",
-)
+@_tag_option("Only versions with this tag; repeatable (ANDed).")
 @click.option("--arch", help="Only versions of this architecture.")
 @click.option("--since", type=DATE, help="Created at or after DATE (ISO 8601, UTC).")
 @click.option("--before", type=DATE, help="Created before DATE (ISO 8601, UTC).")

@@ -94,9 +94,12 @@ class _Git:
         self._procs: list[subprocess.Popen[bytes]] = []
         try:
             where = os.fspath(cwd) if cwd is not None else os.getcwd()
+            # --no-optional-locks: `git status` must never take (nor, when this process
+            # ends it early, leave behind) the repository's index.lock, nor rewrite the
+            # index; the user's own git commands would fail on a stale lock.
             for args in (
-                ["git", "rev-parse", "--verify", "-q", "HEAD"],
-                ["git", "status", "--porcelain", "--untracked-files=no"],
+                ["git", "--no-optional-locks", "rev-parse", "--verify", "-q", "HEAD"],
+                ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
             ):
                 self._procs.append(
                     subprocess.Popen(

@@ -153,6 +153,20 @@ class ModelVersion:
         return out
 
 
+#: Where a version came from, by the names ModelVersion, the catalogue's columns and
+#: bundles share: text or None (``git_dirty`` a boolean or None). ``arch_module`` is
+#: the module that registered the architecture's name in code, if one did.
+PROVENANCE_FIELDS = (
+    "pushed_by",
+    "pushed_host",
+    "source_path",
+    "git_commit",
+    "git_dirty",
+    "registry_version",
+    "arch_module",
+)
+
+
 #: What each kind of event records (``before`` -> ``after``, as JSON values):
 #:
 #: - ``push`` (from the version itself): None -> {digest, arch, arch_kwargs, parent,

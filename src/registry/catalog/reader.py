@@ -20,19 +20,21 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import AmbiguousReferenceError, ModelNotFoundError, VersionNotFoundError
-from ..records import Event, ModelVersion, Shared, TensorInfo
+from ..records import PROVENANCE_FIELDS, Event, ModelVersion, Shared, TensorInfo
 from ..refs import Ref
 from ..sharing import from_columns
 
 #: Bound parameters per IN (...) list; SQLite's default limit is 32766.
 _CHUNK = 10_000
 
-_VERSION_COLUMNS = (
-    "v.id, v.model_id, m.name, v.version, v.digest, v.arch, v.arch_kwargs, v.description, "
-    "v.parent_id, v.total_bytes, v.param_count, v.tensor_count, v.torch_version, "
-    "v.source_format, v.created_at, v.pushed_by, v.pushed_host, v.source_path, v.git_commit, "
-    "v.git_dirty, v.registry_version, v.origin_created_at, v.arch_module"
-)
+_VERSION_COLUMNS = ", ".join(
+    f"v.{column}" if column != "name" else "m.name"
+    for column in (
+        "id", "model_id", "name", "version", "digest", "arch", "arch_kwargs", "description",
+        "parent_id", "total_bytes", "param_count", "tensor_count", "torch_version",
+        "source_format", "created_at", "origin_created_at", *PROVENANCE_FIELDS,
+    )
+)  # fmt: skip
 _FROM_VERSIONS = f"SELECT {_VERSION_COLUMNS} FROM versions v JOIN models m ON m.id = v.model_id"
 
 
@@ -55,13 +57,14 @@ class VersionRow:
     torch_version: str
     source_format: str
     created_at: Any
+    origin_created_at: Any = None
+    # PROVENANCE_FIELDS, in that order:
     pushed_by: str | None = None
     pushed_host: str | None = None
     source_path: str | None = None
     git_commit: str | None = None
     git_dirty: Any = None  # 0/1 from SQLite, bool from PostgreSQL
     registry_version: str | None = None
-    origin_created_at: Any = None
     arch_module: str | None = None
 
 
@@ -453,16 +456,13 @@ class Catalog:
                 aliases=tuple(aliases[v.id]),
                 parent=parents.get(v.parent_id) if v.parent_id is not None else None,
                 tensors=self._tensors(v.id) if with_tensors else (),
-                pushed_by=v.pushed_by,
-                pushed_host=v.pushed_host,
-                source_path=v.source_path,
-                git_commit=v.git_commit,
-                git_dirty=None if v.git_dirty is None else bool(v.git_dirty),
-                registry_version=v.registry_version,
                 origin_created_at=(
                     _utc(v.origin_created_at) if v.origin_created_at is not None else None
                 ),
-                arch_module=v.arch_module,
+                **{
+                    **{key: getattr(v, key) for key in PROVENANCE_FIELDS},
+                    "git_dirty": None if v.git_dirty is None else bool(v.git_dirty),
+                },
             )
             for v in versions
         ]
