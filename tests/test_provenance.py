@@ -24,7 +24,7 @@ import torch
 from archs_helper.models import TinyNet
 from conftest import run_cli
 
-from registry import Registry, config, provenance
+from registry import NotACheckpointError, Registry, config, provenance
 from registry.errors import InvalidArgumentError, ModelNotFoundError, VersionNotFoundError
 
 TINY = "archs_helper.models:TinyNet"
@@ -153,7 +153,7 @@ def test_git_is_asked_without_touching_the_users_repository(reg: Registry, tmp_p
     assert pushed.git_dirty is False
     assert (index.stat().st_mtime_ns, index.read_bytes()) == before
     assert not (repo / ".git" / "index.lock").exists()
-    with pytest.raises(Exception):
+    with pytest.raises(NotACheckpointError):
         reg.push({"w": "not a tensor"}, "bad", arch=TINY)  # fails while git may still run
     assert not (repo / ".git" / "index.lock").exists()
     git(repo, "commit", "-q", "--allow-empty", "-m", "the user's next commit works")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,3 +145,34 @@ def test_readme_example(example: Example, folder: Path, monkeypatch: pytest.Monk
             + "\n--- the command printed:\n"
             + shown
         )
+
+
+def python_blocks(text: str) -> list[tuple[int, str]]:
+    """(line, code) of each fenced ```python block, dedented as a list item's are."""
+    return [
+        (text[: m.start()].count("\n") + 2, textwrap.dedent(m.group(2)))
+        for m in re.finditer(r"^( *)```python\n(.*?)^\1```", text, re.S | re.M)
+    ]
+
+
+def test_readme_python_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The Python examples run as they are, in order, in one namespace, in a fresh folder
+    (their `assert` lines check what the comments beside them say)."""
+    from registry import plugins
+
+    blocks = python_blocks(README.read_text())
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REGISTRY_HOME", str(tmp_path / "default-home"))
+    namespace: dict[str, object] = {"__name__": "readme"}
+    try:
+        for line, code in blocks:
+            exec(compile(code, f"README.md:{line}", "exec"), namespace)
+    finally:
+        for name in ("tinynet", "tinynet-wide"):
+            plugins.unregister_architecture(name)
+    reg = namespace["reg"]
+    assert [v.ref for v in reg.list()] == ["resnet:2", "resnet:1"]  # model:1 was removed
+    assert (tmp_path / "out.pth").is_file() and (tmp_path / "bundle.tar").is_file()
+    assert [v.ref for v in namespace["Registry"](home=tmp_path / "other-home").list()] == [
+        "resnet:2", "resnet:1"]
