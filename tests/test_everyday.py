@@ -4,6 +4,7 @@ the Python API side by side)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -19,6 +20,7 @@ from conftest import make_model, run_cli
 
 from registry import (
     ArchitectureMismatchError,
+    ArchitectureNotFoundError,
     ConflictError,
     InvalidArgumentError,
     OutputExistsError,
@@ -375,6 +377,7 @@ def test_names_registered_in_code_load_in_another_process(home: Path, tmp_path: 
     out = subprocess.run([sys.executable, "-c", push], cwd=project, check=True,
                          capture_output=True, text=True).stdout
     assert out.strip() == "mynets_reg"
+    assert "  registered by  module mynets_reg\n" in ok("show", "rx:1").stdout
     # Another process that never imports mynets_reg: the recorded module is imported.
     loaded = subprocess.run([sys.executable, "-c", LOADER, "rx:1"], cwd=project, check=True,
                             capture_output=True, text=True).stdout
@@ -551,3 +554,158 @@ def test_identical_push_changes_are_history(home: Path, reg: Registry, weights):
     reg.push(weights["tuned"], "m", arch="resnet18", parent="m:1")
     reg.remove("m:1")
     assert "; m:2 lost its parent" in ok("log", "m").stdout
+
+
+# -- what a new user ran into, and its siblings ------------------------------------------
+
+
+def test_an_unreachable_database_is_one_line_for_every_command(tmp_path: Path):
+    env = {"REGISTRY_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:1/db"}
+    for args in (["list"], ["show", "m:1"], ["log"], ["tag", "m:1", "a=1"]):
+        message = error_line(run_cli(*args, env=env))
+        assert message.startswith("cannot open the catalogue database: "), (args, message)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["push", "{pth}", "--description", "a", "--description", "b"],
+        ["push", "{pth}", "--name", "a", "--name", "b"],
+        ["push", "{pth}", "--arch", "resnet18", "--arch", "resnet34"],
+        ["pull", "m:1", "-o", "a.pth", "--output", "b.pth"],
+        ["list", "--limit", "1", "--limit", "2"],
+        ["log", "--limit", "1", "--limit", "2"],
+    ],
+)
+def test_an_option_that_takes_one_value_is_given_once(args, home: Path, tmp_path: Path):
+    pth = tmp_path / "m.pth"
+    torch.save({"w": torch.zeros(2)}, pth)
+    message = usage_error(run_cli(*[a.format(pth=pth) for a in args], cwd=tmp_path))
+    assert message.endswith("given more than once: give it once")
+    assert list(tmp_path.iterdir()) == [pth]  # nothing written, no registry made
+
+
+def test_python_spellings_of_constants_in_arch_args(home: Path, reg: Registry, weights):
+    from registry.keyvalue import parse_arch_args
+
+    assert parse_arch_args(["a=False", "b=True", "c=None", "d=false", "e=False2"]) == {
+        "a": False, "b": True, "c": None, "d": False, "e": "False2"}
+    ok("push", str(weights["base"]), "--arch", "resnet18", "--arch-arg",
+       "zero_init_residual=False")
+    assert reg.get("base:1").arch_kwargs == {"zero_init_residual": False}
+
+
+def test_the_push_event_keeps_the_parent_it_had(home: Path, reg: Registry, weights):
+    reg.push(weights["base"], "a", arch="resnet18")
+    reg.push(weights["tuned"], "b", arch="resnet18")              # no parent at push
+    reg.push(weights["tuned"], "b", arch="resnet18", parent="a:1")  # added later
+    history = {e.kind: e for e in reg.log("b:1")}
+    assert history["push"].after["parent"] is None
+    assert history["push-update"].after == {"parent": "a:1"}
+    reg.push(weights["tuned"], "c", arch="resnet18", parent="a:1")
+    reg.remove("a:1")
+    (pushed,) = [e for e in reg.log("c:1") if e.kind == "push"]
+    assert pushed.after["parent"] == "a:1" and reg.get("c:1").parent is None
+    assert "from a:1" in ok("log", "c:1").stdout
+
+
+def test_files_and_folders_say_what_they_are(home: Path, reg: Registry, weights,
+                                             tmp_path: Path):
+    reg.push(weights["base"], "m", arch="resnet18")
+    for target in ("outdir/", str(tmp_path)):
+        message = error_line(run_cli("export", "m:1", "-o", target, cwd=tmp_path))
+        assert "is a folder: give the bundle's file name" in message
+    assert "is a folder, not a checkpoint file" in error_line(run_cli("push", ".", cwd=tmp_path))
+
+    first = ok("pull", "m:1", "-o", "a/b/m.pth", cwd=tmp_path)
+    assert first.stderr.startswith("created the folder a/b\nwrote m:1 to a/b/m.pth")
+    again = ok("pull", "m:1", "-o", "a/b/m.pth", "--force", cwd=tmp_path)
+    assert again.stderr.startswith("replaced a/b/m.pth with m:1")
+    ok("export", "m:1", "-o", "b.tar", cwd=tmp_path)
+    assert "replaced the file that was there" in ok(
+        "export", "m:1", "-o", "b.tar", "--force", cwd=tmp_path).stderr
+
+
+def test_rm_checks_before_it_asks(home: Path, reg: Registry, weights):
+    from conftest import REGISTRY_EXE
+
+    reg.push(weights["base"], "m", arch="resnet18")
+    reg.alias("m:1", "production")
+    asked = subprocess.run([REGISTRY_EXE, "rm", "m:1"], input="y\n", capture_output=True,
+                           text=True)
+    assert asked.returncode == 1 and "[y/N]" not in asked.stderr and "--force" in asked.stderr
+    unanswered = subprocess.run([REGISTRY_EXE, "rm", "m:1", "--force"],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert unanswered.returncode == 1
+    assert unanswered.stderr.rstrip().endswith(
+        "Error: nothing deleted: no answer to the question (use --yes to delete without asking)")
+    assert reg.get("m:1").aliases == ("production",)
+
+
+def test_python_values_and_messages(home: Path, reg: Registry, weights, tmp_path: Path):
+    reg.push(weights["base"], "m", arch="resnet18", tags={"stage": "dev"})
+    assert reg.untag("m:1", "stage").tags == {}  # one key as a string
+    for dtype in ("bf16", torch.int8):
+        with pytest.raises(InvalidArgumentError, match="give a floating-point torch.dtype"):
+            reg.load("m:1", dtype=dtype)
+    with pytest.raises(ArchitectureNotFoundError) as info:
+        reg.push(weights["base"], "x", arch="zzqq")
+    assert "Registry().architectures()" in str(info.value) and "`registry" not in str(
+        info.value)
+    assert "run `registry archs`" in error_line(
+        run_cli("push", str(weights["base"]), "--arch", "zzqq", "--name", "x"))
+    with pytest.raises(InvalidArgumentError, match="an empty description says nothing"):
+        reg.describe("m:1", " ")
+    assert error_line(run_cli("describe", "m:1", "")).endswith("to remove one, use --clear")
+
+    sys.path.insert(0, TESTS)
+    try:
+        from archs_helper.models import TinyNet
+    finally:
+        sys.path.remove(TESTS)
+    with pytest.raises(ArchitectureMismatchError, match=r"pass arch_kwargs=\{\.\.\.\}"):
+        reg.push(TinyNet(hidden=7), name="tiny")
+
+
+def test_a_damaged_bundle_is_refused_even_where_its_tensors_are_stored(
+    home: Path, reg: Registry, weights, tmp_path: Path
+):
+    import tarfile
+
+    reg.push(weights["base"], "m", arch="resnet18")
+    bundle = reg.export(["m:1"], tmp_path / "b.tar").path
+    damaged = tmp_path / "damaged.tar"
+    with tarfile.open(bundle) as src, tarfile.open(damaged, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            if member.name.startswith("blobs/") and member.size > 1000:
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
+            dst.addfile(member, io.BytesIO(data))
+    message = error_line(run_cli("import", str(damaged)))
+    assert "does not match its digest: the bundle was damaged or tampered with" in message
+    assert [e.kind for e in reg.log("m")] == ["push"]  # nothing happened
+
+
+def test_reading_never_creates_a_registry(tmp_path: Path):
+    typo = tmp_path / "typo" / "home"
+    env = {"REGISTRY_HOME": str(typo)}
+    assert run_cli("list", env=env).stderr == "no versions match\n"
+    assert error_line(run_cli("show", "m:1", env=env)) == "no model named 'm' in the registry"
+    assert not (tmp_path / "typo").exists()
+
+
+def test_identify_fails_alike_with_json(home: Path, tmp_path: Path):
+    odd = tmp_path / "odd.pth"
+    torch.save({"nothing.like.a.model": torch.zeros(3)}, odd)
+    assert error_line(run_cli("identify", str(odd))).startswith("no known architecture")
+    as_json = run_cli("identify", str(odd), "--json")
+    assert as_json.returncode == 1 and json.loads(as_json.stdout) == []
+
+
+def test_import_and_show_say_what_they_record(home: Path, reg: Registry, weights,
+                                              tmp_path: Path):
+    source = Registry(home=tmp_path / "source")
+    source.push(weights["base"], "m", arch="resnet18", tags={"task": "cls"})
+    source.alias("m:1", "production")
+    bundle = source.export(["m:1"], tmp_path / "b.tar").path
+    assert "m:1: imported as m:1 (@production task=cls)" in ok("import", str(bundle)).stderr

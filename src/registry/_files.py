@@ -26,6 +26,28 @@ def is_folder_path(path: str | os.PathLike[str]) -> bool:
     return text.endswith(("/", os.sep)) or Path(text).is_dir()
 
 
+def pull_target(
+    path: str | os.PathLike[str] | None, format: str | None, stem: str
+) -> tuple[Path, str]:
+    """Where a pull writes, and in which format: ``path``, or ``STEM.FORMAT`` in the
+    current folder (no ``path``) or in the folder ``path`` names; the format is
+    ``format``, else the suffix's, else ``pth``. Raises InvalidArgumentError when
+    ``format`` contradicts the suffix."""
+    if path is None or is_folder_path(path):
+        format = format or "pth"
+        folder = Path.cwd() if path is None else Path(path)
+        return folder / f"{stem}.{format}", format
+    wanted = suffix_format(path)
+    if format is not None and wanted is not None and wanted != format:
+        from .errors import InvalidArgumentError
+
+        base = (
+            f"contradicts the file name {os.fspath(path)!r} (a {wanted} file): change one of them"
+        )
+        raise InvalidArgumentError(f"format={format!r} {base}", cli=f"--format {format} {base}")
+    return Path(path), format or wanted or "pth"
+
+
 def exists_message(target: Path) -> tuple[str, str]:
     """What to say when ``target`` exists: for Python users, and for command-line users."""
     base = f"{target} exists; nothing was written"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import config, metadata
 from .catalog import revision as schema_revision
 from .catalog.reader import (
+    PUSH_KEYS,
     SORTS,
     Catalog,
     Location,
@@ -129,13 +130,22 @@ class Registry:
     @contextmanager
     def _catalog(self, write: bool = False) -> Iterator[Catalog]:
         """A plain DB-API connection in one transaction (see ``catalog.reader``)."""
-        if self._sqlite_path is not None:
+        empty = False
+        if self._sqlite_path is not None and not write and not self._sqlite_path.exists():
             import sqlite3
 
+            from .catalog.schema import empty_sqlite
+
             errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+            connection: Any = empty_sqlite()  # looking never creates a registry
+            qmark = empty = True
+        elif self._sqlite_path is not None:
+            import sqlite3
+
+            errors = (sqlite3.Error,)
             self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                connection: Any = sqlite3.connect(
+                connection = sqlite3.connect(
                     self._sqlite_path, timeout=config.SQLITE_BUSY_TIMEOUT_S, isolation_level=None
                 )
                 connection.execute("PRAGMA foreign_keys=ON")
@@ -147,12 +157,21 @@ class Registry:
                 ) from None
             qmark = True
         else:
-            connection = self._engine.raw_connection()
+            from sqlalchemy.exc import SQLAlchemyError
+
             errors = (self._engine.dialect.loaded_dbapi.Error,)
+            try:
+                connection = self._engine.raw_connection()
+            except (*errors, SQLAlchemyError) as exc:  # the server is down, refuses us, ...
+                detail = "; ".join(
+                    line.strip() for line in str(getattr(exc, "orig", exc)).splitlines()
+                )
+                raise CatalogError(f"cannot open the catalogue database: {detail}") from None
             qmark = self._engine.dialect.paramstyle == "qmark"
         try:
             catalog = Catalog(connection, qmark=qmark)
-            self._ready(catalog)
+            if not empty:
+                self._ready(catalog)
             with catalog.transaction(write):
                 yield catalog
         except errors as exc:
@@ -330,8 +349,7 @@ class Registry:
     def describe(self, ref: str, description: str | None) -> ModelVersion:
         """Set (or with None, clear) a version's description."""
         parsed = parse_ref(ref)
-        if description is not None and not isinstance(description, str):
-            raise InvalidArgumentError("description must be a string or None")
+        _check_description(description, clearing="describe(ref, None)")
         with self._catalog(write=True) as catalog:
             version = catalog.resolve(parsed)
             if description != version.description:
@@ -433,7 +451,7 @@ class Registry:
         parsed = parse_ref(ref)
         clean = validate_tags(tags)
         if not clean:
-            raise InvalidArgumentError("give at least one tag, as KEY=VALUE")
+            raise InvalidArgumentError("give at least one tag, such as {'stage': 'prod'}")
         with self._catalog(write=True) as catalog:
             version = catalog.resolve(parsed)
             old = catalog.tags_of(version.id)
@@ -446,8 +464,11 @@ class Registry:
             return catalog.records([catalog.version_by_id(version.id)])[0]
 
     def untag(self, ref: str, keys: list[str] | tuple[str, ...]) -> ModelVersion:
-        """Remove tags by key; a key the version does not have is an error."""
+        """Remove tags by key (one key, or a list of them); a key the version does not
+        have is an error."""
         parsed = parse_ref(ref)
+        if isinstance(keys, str):
+            keys = [keys]
         if not keys:
             raise InvalidArgumentError("give at least one tag key to remove")
         with self._catalog(write=True) as catalog:
@@ -499,15 +520,22 @@ class Registry:
             pushes = catalog.pushes(name, number, limit=limit)
             if number is not None and not events and not pushes:
                 catalog.resolve(parsed)  # type: ignore[arg-type]  # says why it is not there
+        recorded = {(e.name, e.version) for e in events if e.kind == "push"}
         for event in events:  # the push of a removed version, from what its removal kept
-            if event.kind == "remove" and event.version is not None:
+            if event.kind == "remove" and (event.name, event.version) not in recorded:
                 if isinstance(event.before, dict):
                     made = push_event(event.name, event.version, event.before)
                     if made is not None:
                         pushes.append(made)
         found = sorted(  # at one moment: a version's push before its events, in order made
             events + pushes,
-            key=lambda e: (e.at, e.kind != "push", e.id or 0, e.version or 0),
+            key=lambda e: (
+                e.at,
+                e.kind != "push",
+                (e.version or 0) if e.kind == "push" else 0,  # pushes in the order made
+                e.id or 0,
+                e.version or 0,
+            ),
             reverse=True,
         )
         return found[:limit] if limit is not None else found
@@ -573,10 +601,14 @@ class Registry:
                     new.wait()
                     bad = [b.digest for (b, _), d in zip(keep, new.digests) if d != b.digest]
                     if bad:
-                        raise IntegrityError(
+                        base = (
                             f"pack {pack_id} holds {len(bad)} corrupt tensor"
                             f"{'s' if len(bad) != 1 else ''} (sha256:{bad[0][:12]}...); "
-                            "gc stopped without changing anything: run `registry verify`"
+                            "gc stopped without changing anything"
+                        )
+                        raise IntegrityError(
+                            f"{base}: verify() says which versions use them",
+                            cli=f"{base}: `registry verify` says which versions use them",
                         )
                     catalog.add_pack_row(new.pack_id, new.nbytes)
                     for (blob, _), offset in zip(keep, new.offsets):
@@ -682,6 +714,13 @@ class Registry:
             refs = [refs]
         if not refs:
             raise InvalidArgumentError("name at least one version to export")
+        from ._files import is_folder_path
+
+        if is_folder_path(path):
+            raise InvalidArgumentError(
+                f"{os.fspath(path)} is a folder: give the bundle's file name, such as "
+                f"{Path(path) / 'bundle.tar'}"
+            )
         if not overwrite and os.path.lexists(path):
             from ._files import exists_message
 
@@ -735,8 +774,11 @@ class Registry:
                 present = catalog.known_digests(needed)
             missing = [d for d in needed if d not in present]
             data = []
-            for digest in missing:
-                data.append(memoryview(bundle.blob(digest)))
+            for digest in needed:  # every blob is checked, also those not stored again
+                blob = bundle.blob(digest)
+                if digest in present:
+                    continue
+                data.append(memoryview(blob))
                 if progress is not None:
                     progress(data[-1].nbytes)
         self._ready()
@@ -947,6 +989,10 @@ class Registry:
         from .sharing import manifest_terms, storage_layout, to_columns
         from .tensors import check_storable, dtype_name, raw_bytes
 
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+            from .errors import CheckpointError
+
+            raise CheckpointError(f"{os.fspath(source)} is a folder, not a checkpoint file")
         if name is None:
             if not isinstance(source, (str, os.PathLike)):
                 raise InvalidArgumentError(
@@ -966,6 +1012,7 @@ class Registry:
         validate_name(name)
         validate_arch_kwargs(arch_kwargs)
         clean_tags = validate_tags(tags)
+        _check_description(description)
         if arch is not None and (not isinstance(arch, str) or not arch):
             raise InvalidArgumentError(
                 "arch= must name an architecture, e.g. 'resnet18'",
@@ -1146,6 +1193,30 @@ class Registry:
                                     arch_module=arch_module,
                                     **pushed.columns(),
                                 )
+                                # The push as it was (its parent then, whatever happens
+                                # to the parent later), for the history.
+                                queries.record_event(
+                                    session,
+                                    "push",
+                                    name,
+                                    number,
+                                    version.id,
+                                    None,
+                                    {
+                                        key: value
+                                        for key, value in {
+                                            "digest": f"sha256:{version_digest}",
+                                            "arch": fitted.arch.name,
+                                            "arch_kwargs": fitted.kwargs,
+                                            "parent": parent_ref,
+                                            "torch_version": torch.__version__,
+                                            **pushed.columns(),
+                                        }.items()
+                                        if key in PUSH_KEYS
+                                    },
+                                    actor=(pushed.user, pushed.host),
+                                    at=version.created_at,
+                                )
                                 result = (
                                     version.id,
                                     PushReport(
@@ -1306,10 +1377,14 @@ class Registry:
                 shown = ", ".join(names[:5]) + (
                     f" and {len(names) - 5} more" if len(names) > 5 else ""
                 )
-                raise IntegrityError(
+                base = (
                     f"{record.ref}: stored bytes of {len(names)} tensor"
                     f"{'s' if len(names) != 1 else ''} do not match their digest ({shown}); "
-                    "the tensor store is corrupt"
+                    "the tensor store is corrupt: pushing the original weights again heals it"
+                )
+                raise IntegrityError(
+                    f"{base}, and verify() finds every damaged tensor",
+                    cli=f"{base}, and `registry verify` finds every damaged tensor",
                 )
         return _Opened(record, located, views, state_metadata, file_metadata, assumed)
 
@@ -1348,6 +1423,7 @@ class Registry:
         """
         from . import architectures
 
+        _check_dtype(dtype)
         opened = self._open(ref, verify)
         record = opened.record
         try:
@@ -1438,29 +1514,14 @@ class Registry:
         verified against its digest on the way out; the file gets the mode the umask
         gives any new file. Returns the path written.
         """
-        from ._files import is_folder_path, suffix_format
+        from ._files import pull_target
 
         if format is not None and format not in PULL_FORMATS:
             raise InvalidArgumentError(f"unknown format {format!r}: choose pth or safetensors")
-        folder = Path.cwd() if path is None or is_folder_path(path) else None
-        if folder is None:
-            wanted = suffix_format(path)  # type: ignore[arg-type]
-            if format is not None and wanted is not None and wanted != format:
-                raise InvalidArgumentError(
-                    f"format={format!r} contradicts the file name {os.fspath(path)!r} "  # type: ignore[arg-type]
-                    f"(a {wanted} file): change one of them"
-                )
-            format = format or wanted or "pth"
-        elif path is not None:
-            folder = Path(path)
-        format = format or "pth"
         with self._catalog() as catalog:
             row = catalog.resolve(parse_ref(ref))
         exact = f"{row.name}:{row.version}"  # the same version, even if `ref` moves meanwhile
-        if folder is not None:
-            target = folder / f"{row.name.replace('/', '-')}-v{row.version}.{format}"
-        else:
-            target = Path(path)  # type: ignore[arg-type]
+        target, format = pull_target(path, format, f"{row.name.replace('/', '-')}-v{row.version}")
         if target.is_dir():
             raise StorageError(f"cannot write {target}: it is a folder")
         if not overwrite and os.path.lexists(target):
@@ -1537,12 +1598,13 @@ def _add_to_existing(
     new_description = description if existing.description is None else None
     if description is not None and existing.description not in (None, description):
         conflicts.append(f"its description is {existing.description!r}, not {description!r}")
-        python_fix.append("describe()")
-        cli_fix.append("`registry describe`")
+        python_fix.append("change it with describe()")
+        cli_fix.append("change it with `registry describe`")
     parent_id = None
     if parent is not None and existing.parent_id != parent[1]:
         if existing.parent_id is not None:
-            conflicts.append(f"its parent is another version than {parent[0]}")
+            was = queries.version_ref(session, existing.parent_id)
+            conflicts.append(f"its parent is {was}, not {parent[0]}")
         elif parent[1] == existing.id or existing.id in queries.ancestors(session, parent[1]):
             conflicts.append(f"{parent[0]} descends from it, so it cannot be its parent")
         else:
@@ -1553,16 +1615,15 @@ def _add_to_existing(
         conflicts.append(
             ", ".join(f"its tag {k} is {stored_tags[k]!r}, not {tags[k]!r}" for k in clashing)
         )
-        python_fix.append("tag()")
-        cli_fix.append("`registry tag`")
+        python_fix.append("change it with tag()")
+        cli_fix.append("change it with `registry tag`")
     if conflicts and strict:
+        if len(python_fix) < len(conflicts):  # an architecture or a parent: fixed for good
+            python_fix.append("to record those, push under another name=")
+            cli_fix.append("to record those, push under another --name")
         base = f"identical weights are already stored as {ref}, but " + "; ".join(conflicts)
-        python = f"{base}; nothing was changed" + (
-            f" (change it with {' or '.join(python_fix)})" if python_fix else ""
-        )
-        cli = f"{base}; nothing was changed" + (
-            f" (change it with {' or '.join(cli_fix)})" if cli_fix else ""
-        )
+        python = f"{base}; nothing was changed ({'; '.join(python_fix)})"
+        cli = f"{base}; nothing was changed ({'; '.join(cli_fix)})"
         raise ConflictError(python, cli=cli)
     new_tags = {k: v for k, v in tags.items() if k not in stored_tags}
     queries.add_to_version(
@@ -1645,6 +1706,29 @@ def _tensor_infos(located: list[Location]) -> tuple[TensorInfo, ...]:
     return tuple(
         TensorInfo(t.name, t.dtype, tuple(t.shape), t.digest, t.nbytes, t.shared) for t in located
     )
+
+
+def _check_description(description: Any, *, clearing: str | None = None) -> None:
+    """A description is None or text with something in it."""
+    if description is not None and not isinstance(description, str):
+        raise InvalidArgumentError("description must be a string or None")
+    if description is not None and not description.strip():
+        how = f": to remove one, {clearing}" if clearing else ""
+        raise InvalidArgumentError(
+            f"an empty description says nothing{how}",
+            cli=f"an empty description says nothing{': to remove one, use --clear' if clearing else ''}",
+        )
+
+
+def _check_dtype(dtype: Any) -> None:
+    """``dtype`` for :meth:`Registry.load`: None or a floating-point ``torch.dtype``."""
+    import torch
+
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InvalidArgumentError(
+            f"dtype={dtype!r}: give a floating-point torch.dtype (torch.bfloat16, "
+            "torch.float16, ...) or None; integer buffers always keep theirs"
+        )
 
 
 def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:

@@ -232,12 +232,14 @@ def _torchvision(name: str) -> Architecture:
         known = list(names) + list(plugins.registered()) + list(plugin_entry_points())
         lowered = {n.lower(): n for n in known}
         close = difflib.get_close_matches(name.lower(), list(lowered), n=4, cutoff=0.6)
-        hint = (
-            f"; did you mean {', '.join(lowered[c] for c in close)}?"
-            if close
-            else ("; run `registry archs` for the list")
+        base = f"unknown architecture {name!r}"
+        if close:
+            hint = f"; did you mean {', '.join(lowered[c] for c in close)}?"
+            raise ArchitectureNotFoundError(base + hint)
+        raise ArchitectureNotFoundError(
+            f"{base}; Registry().architectures() lists the known names",
+            cli=f"{base}; run `registry archs` for the list",
         )
-        raise ArchitectureNotFoundError(f"unknown architecture {name!r}{hint}")
     import torchvision.models
 
     builder = torchvision.models.get_model_builder(name)

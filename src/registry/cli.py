@@ -8,6 +8,7 @@ exits with 2 (click's convention).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,8 +30,33 @@ def _tag_option(help: str) -> Any:
     return click.option("--tag", "tags", type=TAG, multiple=True, callback=pairs_to_dict, help=help)
 
 
+class _Command(click.Command):
+    """A command that refuses an option given twice where it takes one value: click
+    would keep the last and drop the other without a word."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            _, _, order = self.make_parser(ctx).parse_args(args=list(args))
+        except click.UsageError:
+            return super().parse_args(ctx, args)  # click says what is wrong
+        seen: set[str | None] = set()
+        for param in order:
+            if isinstance(param, click.Option) and not (
+                param.multiple or param.count or param.is_flag
+            ):
+                if param.name in seen:
+                    raise click.BadParameter(
+                        "given more than once: give it once", ctx=ctx, param=param
+                    )
+                seen.add(param.name)
+        return super().parse_args(ctx, args)
+
+
 class _Group(click.Group):
     """Turns registry and database errors into one-line messages with exit code 1."""
+
+    command_class = _Command
+    group_class = type  # subgroups (`registry db`) are of this class too
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -181,18 +207,20 @@ def pull(ref: str, output: str | None, fmt: str | None, force: bool, as_json: bo
 
     An existing file is never replaced without --force.
     """
-    from ._files import is_folder_path, suffix_format
+    from ._files import pull_target
+    from .errors import InvalidArgumentError
 
-    if output is not None and fmt is not None and not is_folder_path(output):
-        wanted = suffix_format(output)
-        if wanted is not None and wanted != fmt:
-            raise click.BadParameter(
-                f"{fmt} contradicts the output {output!r}, a {wanted} file name: "
-                "change one of them",
-                param_hint="'--format'",
-            )
+    try:
+        pull_target(output, fmt, "x")  # a --format the file name contradicts is bad usage
+    except InvalidArgumentError as exc:
+        raise click.BadParameter(
+            exc.cli_message.removeprefix("--format "), param_hint="'--format'"
+        ) from None
     reg = _registry()
     mv = reg.get(ref)
+    target, fmt = pull_target(output, fmt, f"{mv.name.replace('/', '-')}-v{mv.version}")
+    replacing = force and os.path.lexists(target)
+    new_folders = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     with _progress(as_json, "pulling") as progress:
         path = reg.pull(
             mv.ref, output, format=fmt, overwrite=force, progress=progress
@@ -202,14 +230,22 @@ def pull(ref: str, output: str | None, fmt: str | None, force: bool, as_json: bo
             {
                 "ref": mv.ref,
                 "path": str(path),
-                "format": fmt or suffix_format(path) or "pth",
+                "format": fmt,
                 "digest": f"sha256:{mv.digest}",
                 "total_bytes": mv.total_bytes,
+                "replaced": bool(replacing),
+                "created_folders": [str(p) for p in reversed(new_folders)],
             }
         )
         return
+    if new_folders:
+        _say(f"created the folder {new_folders[0]}")
     _say(
-        f"wrote {mv.ref} to {path} ({_format.size(mv.total_bytes)}, {mv.tensor_count} tensors verified)"
+        f"replaced {path} with {mv.ref} ({_format.size(mv.total_bytes)}, {mv.tensor_count} "
+        "tensors verified)"
+        if replacing
+        else f"wrote {mv.ref} to {path} ({_format.size(mv.total_bytes)}, {mv.tensor_count} "
+        "tensors verified)"
     )
     click.echo(str(path))
 
@@ -299,6 +335,7 @@ def show(ref: str, as_json: bool) -> None:
     fields = [
         ("digest", f"sha256:{mv.digest}"),
         ("arch", f"{mv.arch}({format_kwargs(mv.arch_kwargs)})"),
+        *([("registered by", f"module {mv.arch_module}")] if mv.arch_module else []),
         ("created", _format.when(mv.created_at)),
         *_provenance_fields(mv),
         ("size", f"{_format.size(mv.total_bytes)} in {mv.tensor_count} tensors"),
@@ -478,12 +515,18 @@ def rm(ref: str, yes: bool, force: bool, as_json: bool) -> None:
         consequences.append(f"deletes {_join(aliases)}")
     if children:
         consequences.append(f"leaves {_join(children)} without a parent")
+    if aliases and not force:
+        reg.remove(mv.ref)  # refused before asking, with the message that says what to do
     if not yes:
         question = f"delete {mv.ref}" + (f" ({'; '.join(consequences)})" if consequences else "")
-        if not click.confirm(f"{question}?", err=True):
+        try:
+            answer = click.confirm(f"{question}?", err=True)
+        except click.Abort:  # no terminal to answer on
+            raise click.ClickException(
+                "nothing deleted: no answer to the question (use --yes to delete without asking)"
+            ) from None
+        if not answer:
             raise click.ClickException("nothing deleted")
-    if aliases and not force:
-        reg.remove(mv.ref)  # refused, with the message that says what to do
     removed = reg.remove(mv.ref, force=force)
     if as_json:
         _emit_json(
@@ -559,15 +602,17 @@ def verify(ref: str | None, as_json: bool) -> None:
 @json_option
 def export(refs: tuple[str, ...], output: str, force: bool, as_json: bool) -> None:
     """Write versions and their tensors to a self-contained tar bundle."""
+    replacing = force and os.path.lexists(output)
     with _progress(as_json, "exporting") as progress:
         report = _registry().export(list(refs), output, overwrite=force, progress=progress)
     if as_json:
-        _emit_json(report.to_dict())
+        _emit_json({**report.to_dict(), "replaced": bool(replacing)})
         return
     _say(
         f"exported {', '.join(report.versions)}: {report.tensors} tensors "
         f"({report.blobs} distinct), "
         f"{_format.size(report.bytes)}"
+        + ("; replaced the file that was there" if replacing else "")
     )
     click.echo(report.path)
 
@@ -584,9 +629,14 @@ def import_(path: str, as_json: bool) -> None:
         return
     for note in report.notes:
         _say(f"note: {note}")
+    reg = _registry()
     for source, target, created in report.versions:
-        state = "imported as" if created else "already here as"
-        _say(f"{source}: {state} {target}")
+        if not created:
+            _say(f"{source}: already here as {target}")
+            continue
+        mv = reg.get(target)
+        labels = [f"@{a}" for a in mv.aliases] + [f"{k}={v}" for k, v in mv.tags.items()]
+        _say(f"{source}: imported as {target}" + (f" ({' '.join(labels)})" if labels else ""))
     _say(
         f"wrote {_format.size(report.bytes_written)} "
         f"({report.tensors_written} stored tensors new to this registry)"
@@ -698,6 +748,8 @@ def identify(path: str, top: int, as_json: bool) -> None:
     matches = _registry().identify(path, limit=top)
     if as_json:
         _emit_json([m.to_dict() for m in matches])
+        if not matches:  # the same exit code as without --json
+            sys.exit(1)
         return
     if not matches:
         raise click.ClickException(

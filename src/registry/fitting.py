@@ -28,7 +28,12 @@ from torch import nn
 
 from . import architectures, metadata
 from .architectures import Architecture, Misfit
-from .errors import ArchitectureError, ArchitectureNotFoundError, InvalidArgumentError
+from .errors import (
+    ArchitectureError,
+    ArchitectureMismatchError,
+    ArchitectureNotFoundError,
+    InvalidArgumentError,
+)
 from .keyvalue import format_kwargs, validate_arch_kwargs
 
 #: Segments a wrapper adds in front of every key: DataParallel/DDP and torch.compile.
@@ -133,9 +138,18 @@ def fit(
         if arch is None:
             arch, kwargs, prefixes = _choose(source, arch_kwargs, state, prefixes, notes)
         architecture = architectures.resolve(arch)
-        return _fit_prefixes(
-            architecture, kwargs, state, encoded_metadata, prefixes, notes, suggest=not chosen
-        )
+        try:
+            return _fit_prefixes(
+                architecture, kwargs, state, encoded_metadata, prefixes, notes, suggest=not chosen
+            )
+        except ArchitectureMismatchError as exc:
+            if chosen and isinstance(source, nn.Module) and not kwargs:
+                exc.add(
+                    f"; the module was recorded as {arch}() with its constructor's defaults: "
+                    "pass arch_kwargs={...} with the arguments it was built with, or give it "
+                    "a `config` attribute holding them"
+                )
+            raise
     except (ArchitectureError, ArchitectureNotFoundError) as exc:
         if notes and "(after " not in str(exc):
             exc.add(f" (after {'; '.join(notes)})")
@@ -281,6 +295,7 @@ def _choose(
         + (f"; closest: {shown}" if shown else "")
     )
     raise ArchitectureNotFoundError(
-        f"{base}; name one with arch= (a name from architectures(), or package.module:Class)",
+        f"{base}; name one with arch= (a name Registry().architectures() lists, or "
+        "package.module:Class)",
         cli=f"{base}; name one with --arch (see `registry archs`, or use package.module:Class)",
     )

@@ -18,6 +18,7 @@ from typing import Any
 from .errors import InvalidArgumentError
 
 TAG_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}")
+_PYTHON_CONSTANTS = {"True": True, "False": False, "None": None}
 MAX_TAG_VALUE = 4096
 
 
@@ -38,8 +39,8 @@ def validate_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
     for key, value in (tags or {}).items():
         if not isinstance(key, str) or not TAG_KEY_RE.fullmatch(key):
             raise InvalidArgumentError(
-                f"invalid tag key {key!r}: use letters, digits, '_', '.', ':', '/' or '-' "
-                "(at most 128 characters)"
+                f"invalid tag key {key!r}: start with a letter, digit or '_', then letters, "
+                "digits, '_', '.', ':', '/' or '-' (at most 128 characters)"
             )
         text = value if isinstance(value, str) else json.dumps(value)
         if len(text) > MAX_TAG_VALUE:
@@ -72,7 +73,8 @@ def parse_arch_args(items: Iterable[str]) -> dict[str, Any]:
     """``["num_classes=10", "dropout=0.2", "norm=batch"]`` -> typed keyword arguments.
 
     Values are read as JSON when they parse (numbers, true/false/null, lists,
-    objects, quoted strings) and kept as plain strings otherwise.
+    objects, quoted strings), ``True``/``False``/``None`` as Python reads them, and
+    kept as plain strings otherwise.
     """
     pairs = []
     for item in items:
@@ -81,6 +83,9 @@ def parse_arch_args(items: Iterable[str]) -> dict[str, Any]:
             raise InvalidArgumentError(
                 f"invalid architecture argument {item!r}: {key!r} is not a Python argument name"
             )
+        if text in _PYTHON_CONSTANTS:  # what a Python user types for false/true/null
+            pairs.append((key, _PYTHON_CONSTANTS[text]))
+            continue
         try:
             pairs.append((key, json.loads(text)))
         except json.JSONDecodeError:

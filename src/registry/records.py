@@ -267,7 +267,14 @@ class Event:
         if kind == "import":
             text = f"imported {after.get('from', '?')} from {after.get('bundle', '?')}"
             if after.get("origin_created_at"):
-                text += f" (created {after['origin_created_at']})"
+                from ._format import when
+
+                created = after["origin_created_at"]
+                try:
+                    created = when(datetime.fromisoformat(str(created)))
+                except ValueError:
+                    pass
+                text += f" (created {created})"
             return text
         changed = sorted(set(before) | set(after))
         return f"{kind}: " + (

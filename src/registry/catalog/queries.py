@@ -118,6 +118,14 @@ def alias_target(session: Session, model_id: int, alias: str) -> int | None:
     return found.version_id if found is not None else None
 
 
+def version_ref(session: Session, version_id: int) -> str:
+    """``name:version`` of a version by id."""
+    name, number = session.execute(
+        select(Model.name, Version.version).join(Model).where(Version.id == version_id)
+    ).one()
+    return f"{name}:{number}"
+
+
 def version_number(session: Session, version_id: int) -> int | None:
     return session.scalar(select(Version.version).where(Version.id == version_id))
 

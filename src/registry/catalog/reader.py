@@ -731,8 +731,9 @@ class Catalog:
     def pushes(
         self, name: str | None = None, version: int | None = None, *, limit: int | None = None
     ) -> list[Event]:
-        """The pushes that made the versions there are, newest first (an imported
-        version's at its original creation), read from the versions themselves."""
+        """The pushes that made the versions there are and that the history did not
+        record (versions pushed before revision 0004, imported ones), newest first (an
+        imported version's at its original creation), read from the versions themselves."""
         when = "COALESCE(v.origin_created_at, v.created_at)"
         sql = (
             "SELECT m.name, v.version, v.digest, v.arch, v.arch_kwargs, v.created_at, "
@@ -742,9 +743,13 @@ class Catalog:
             "LEFT JOIN versions p ON p.id = v.parent_id "
             "LEFT JOIN models pm ON pm.id = p.model_id"
         )
+        sql += (
+            " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.version_id = v.id"
+            " AND e.kind = 'push')"
+        )
         params: list[Any] = []
         if name is not None:
-            sql += " WHERE m.name = ?"
+            sql += " AND m.name = ?"
             params.append(name)
             if version is not None:
                 sql += " AND v.version = ?"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect
 
@@ -96,3 +97,28 @@ def ensure_schema(engine: Engine) -> None:
         f"database schema is out of date (revision {revision}, this registry needs "
         f"{required}); run `registry db upgrade`"
     )
+
+
+def empty_sqlite() -> Any:
+    """An in-memory SQLite catalogue with this release's schema and nothing in it.
+
+    Reading a registry whose database file does not exist answers from this, so that
+    looking (``list``, ``show``, a mistyped ``REGISTRY_HOME``) never creates a registry;
+    the first write creates the file through the migrations.
+    """
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from .models import Base
+
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    dialect = sqlite.dialect()
+    for table in Base.metadata.sorted_tables:
+        connection.execute(str(CreateTable(table).compile(dialect=dialect)))
+        for index in table.indexes:
+            connection.execute(str(CreateIndex(index).compile(dialect=dialect)))
+    connection.execute(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL)")
+    connection.execute(f"INSERT INTO {VERSION_TABLE} VALUES (?)", (SCHEMA_REVISION,))
+    return connection
