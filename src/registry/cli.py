@@ -292,7 +292,11 @@ def list_(
         _emit_json([mv.to_dict(tensors=False) for mv in versions])
         return
     if not versions:
-        _say("no versions" + (f" of {name}" if name else "") + " match")
+        total = reg.count(name, **filters) if offset else 0
+        if total:
+            _say(f"no versions past the first {offset:,}: {total:,} match in all")
+        else:
+            _say("no versions" + (f" of {name}" if name else "") + " match")
         return
     rows = [
         [
