@@ -151,7 +151,8 @@ def test_migrations_ship_in_the_wheel(tmp_path: Path):
     probe = (
         "import registry, sys; from registry import Registry; "
         "assert registry.__file__.startswith(sys.argv[1]), registry.__file__; "
-        "r = Registry(home=sys.argv[2]); print(r.list(), r.database_revision())"
+        "r = Registry(home=sys.argv[2]); r.upgrade_database(); "
+        "print(r.list(), r.database_revision())"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, str(target), str(tmp_path / "h")],

@@ -431,7 +431,7 @@ def empty_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("roundtrip") / "home"
     with _plain_environment():
         reg = Registry(home=home)
-        reg.list()
+        reg.upgrade_database()  # reading would not create it
         reg.close()
     return home
 
