@@ -277,8 +277,9 @@ def test_unknown_architecture(home: Path, reg: Registry, resnet18_pth: Path):
     assert "resnet18" in message
     with pytest.raises(ArchitectureNotFoundError, match="resnet18"):
         reg.push(resnet18_pth, arch="resnet19")
-    with pytest.raises(ArchitectureNotFoundError, match="registry archs"):
-        reg.push(resnet18_pth, arch="zzzzzzzz")
+    with pytest.raises(ArchitectureNotFoundError, match=r"Registry\(\).architectures\(\) lists"):
+        reg.push(resnet18_pth, arch="zzzzzzzz")  # Python advice to a Python user
+    assert "run `registry archs`" in cli_error(*push_args(resnet18_pth, arch="zzzzzzzz"))
     with pytest.raises(InvalidArgumentError, match="must name an architecture"):
         reg.push(resnet18_pth, arch="")
     assert_nothing_stored(home, reg)

@@ -68,8 +68,8 @@ def weights(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_identical_push_gives_the_version_what_was_asked(home: Path, reg: Registry, weights):
-    ok("push", str(weights["base"]), "--arch", "resnet18")
-    ok("push", str(weights["tuned"]), "--arch", "resnet18")
+    reg.push(weights["base"], arch="resnet18")
+    reg.push(weights["tuned"], arch="resnet18")
     again = ok(
         "push", str(weights["tuned"]), "--arch", "resnet18", "--tag", "task=cifar10",
         "--description", "lr 1e-4", "--parent", "base:1",
@@ -319,7 +319,7 @@ def test_a_file_name_that_is_no_model_name_says_how_to_name_it(filename, home: P
     assert message.endswith("name the model with --name")
     with pytest.raises(InvalidArgumentError, match="name the model with name=$"):
         reg.push(path, arch="resnet18")
-    assert ok("push", str(path), "--arch", "resnet18", "--name", "lit").stdout.strip() == "lit:1"
+    assert reg.push(path, "lit", arch="resnet18").ref == "lit:1"
 
 
 MODULE = """
