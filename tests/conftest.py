@@ -103,6 +103,21 @@ def run_cli(
     return result
 
 
+#: Runs CLI commands in one process, then prints which heavy packages they imported
+#: (`python -c IN_PROCESS.format(commands=repr([[...], ...]))`).
+IN_PROCESS = r"""
+import sys
+from registry.cli import cli
+for args in ({commands}):
+    try:
+        cli(args, prog_name="registry")
+    except SystemExit as exit:
+        assert not exit.code, (args, exit.code)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sqlalchemy", "alembic"))
+print("imported:" + ",".join(heavy))
+"""
+
+
 _PUSHER = r"""
 import sys, time, torch, torchvision
 from registry import Registry

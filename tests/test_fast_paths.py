@@ -16,22 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_same_state, make_model, run_cli
+from conftest import IN_PROCESS, assert_same_state, make_model, run_cli
 
 from registry import Registry, architectures
 from registry.errors import InvalidArgumentError
-
-_IN_PROCESS = r"""
-import sys
-from registry.cli import cli
-for args in ({commands}):
-    try:
-        cli(args, prog_name="registry")
-    except SystemExit as exit:
-        assert not exit.code, (args, exit.code)
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sqlalchemy", "alembic"))
-print("imported:" + ",".join(heavy))
-"""
 
 
 def test_metadata_commands_never_import_torch_or_sqlalchemy(
@@ -47,7 +35,7 @@ def test_metadata_commands_never_import_torch_or_sqlalchemy(
         ["untag", "m:1", "owner"],
     ]
     result = subprocess.run(
-        [sys.executable, "-c", _IN_PROCESS.format(commands=repr(commands))],
+        [sys.executable, "-c", IN_PROCESS.format(commands=repr(commands))],
         capture_output=True,
         text=True,
         timeout=120,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from archs_helper.models import TinyNet
-from conftest import run_cli
+from conftest import IN_PROCESS, run_cli
 
 from registry import NotACheckpointError, Registry, config, provenance
 from registry.errors import InvalidArgumentError, ModelNotFoundError, VersionNotFoundError
@@ -414,17 +414,6 @@ def test_log_and_show_commands(home: Path, reg: Registry, tmp_path: Path, outsid
     assert "originally created" in imported and f"by alice@{host} from {path}" in imported
 
 
-_IN_PROCESS = r"""
-import sys
-from registry.cli import cli
-for args in ({commands}):
-    try:
-        cli(args, prog_name="registry")
-    except SystemExit as exit:
-        assert not exit.code, (args, exit.code)
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sqlalchemy", "alembic"))
-print("imported:" + ",".join(heavy))
-"""
 
 
 def test_log_and_recorded_edits_never_import_torch_or_sqlalchemy(home: Path, reg: Registry,
@@ -443,7 +432,7 @@ def test_log_and_recorded_edits_never_import_torch_or_sqlalchemy(home: Path, reg
         ["log", "m:2", "--limit", "1"],
     ]
     result = subprocess.run(
-        [sys.executable, "-c", _IN_PROCESS.format(commands=repr(commands))],
+        [sys.executable, "-c", IN_PROCESS.format(commands=repr(commands))],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -177,13 +177,8 @@ SNAPSHOT_KEYS = (
     "parent",
     "created_at",
     "origin_created_at",
-    "pushed_by",
-    "pushed_host",
-    "source_path",
-    "git_commit",
-    "git_dirty",
-    "registry_version",
     "torch_version",
+    *PROVENANCE_FIELDS,
 )
 #: What a push event's ``after`` holds, from the version it made.
 PUSH_KEYS = (
