@@ -48,10 +48,19 @@ def pull_target(
     return Path(path), format or wanted or "pth"
 
 
-def exists_message(target: Path) -> tuple[str, str]:
-    """What to say when ``target`` exists: for Python users, and for command-line users."""
+def output_exists(target: Path) -> OutputExistsError:
+    """The error for an output file that is there already, with the advice for Python
+    users (``overwrite=True``) and for the command line (``--force``)."""
     base = f"{target} exists; nothing was written"
-    return f"{base} (pass overwrite=True to replace it)", f"{base} (use --force to replace it)"
+    return OutputExistsError(
+        f"{base} (pass overwrite=True to replace it)", cli=f"{base} (use --force to replace it)"
+    )
+
+
+def refuse_existing(target: str | os.PathLike[str]) -> None:
+    """Raise :func:`output_exists` if anything (a link included) is at ``target``."""
+    if os.path.lexists(target):
+        raise output_exists(Path(target))
 
 
 @contextmanager
@@ -68,9 +77,8 @@ def replacing(target: Path, *, durable: bool = False, overwrite: bool = True) ->
     errors become :class:`StorageError` naming ``target``.
     """
     folder = target.parent if str(target.parent) else Path(".")
-    if not overwrite and os.path.lexists(target):  # say so before any work is done
-        python, cli = exists_message(target)
-        raise OutputExistsError(python, cli=cli)
+    if not overwrite:
+        refuse_existing(target)  # say so before any work is done
     tmp = folder / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -108,14 +116,11 @@ def _link_into_place(tmp: Path, target: Path) -> None:
     try:
         os.link(tmp, target)
     except FileExistsError:
-        python, cli = exists_message(target)
-        raise OutputExistsError(python, cli=cli) from None
+        raise output_exists(target) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
             raise
-        if os.path.lexists(target):  # no hard links here: check, then rename
-            python, cli = exists_message(target)
-            raise OutputExistsError(python, cli=cli) from None
+        refuse_existing(target)  # no hard links here: check, then rename
         os.replace(tmp, target)
         return
     tmp.unlink()

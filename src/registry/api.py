@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -38,7 +39,6 @@ from .errors import (
     ConflictError,
     IntegrityError,
     InvalidArgumentError,
-    OutputExistsError,
     StorageError,
 )
 from .keyvalue import format_kwargs, parse_date, validate_arch_kwargs, validate_tags
@@ -323,15 +323,16 @@ class Registry:
         with self._catalog(write=True) as catalog:
             version = catalog.resolve(parsed)
             previous = catalog.alias_target(version.model_id, alias)
+            change = None
             if previous is None or previous[0] != version.id:  # a move to where it is: no change
                 catalog.set_alias(version, alias)
-                catalog.record_event(
+                change = catalog.record_event(
                     "alias",
                     version,
                     None if previous is None else {"alias": alias, "version": previous[1]},
                     {"alias": alias, "version": version.version},
                 )
-            return catalog.records([version])[0]
+            return replace(catalog.records([version])[0], change=change)
 
     def unalias(self, ref: str) -> ModelVersion:
         """Delete the alias in ``NAME:ALIAS``; returns the version it pointed at."""
@@ -341,10 +342,10 @@ class Registry:
         with self._catalog(write=True) as catalog:
             version = catalog.resolve(parsed)
             catalog.delete_alias(version.model_id, parsed.alias)
-            catalog.record_event(
+            change = catalog.record_event(
                 "unalias", version, {"alias": parsed.alias, "version": version.version}, None
             )
-            return catalog.records([version])[0]
+            return replace(catalog.records([version])[0], change=change)
 
     def describe(self, ref: str, description: str | None) -> ModelVersion:
         """Set (or with None, clear) a version's description."""
@@ -352,15 +353,16 @@ class Registry:
         _check_description(description, clearing="describe(ref, None)")
         with self._catalog(write=True) as catalog:
             version = catalog.resolve(parsed)
+            change = None
             if description != version.description:
                 catalog.set_description(version.id, description)
-                catalog.record_event(
+                change = catalog.record_event(
                     "describe",
                     version,
                     {"description": version.description},
                     {"description": description},
                 )
-            return catalog.records([catalog.version_by_id(version.id)])[0]
+            return replace(catalog.records([catalog.version_by_id(version.id)])[0], change=change)
 
     def diff(self, a: str, b: str) -> Diff:
         """How version ``b`` differs from version ``a``, tensor by tensor.
@@ -447,7 +449,10 @@ class Registry:
             return record
 
     def tag(self, ref: str, tags: Mapping[str, Any]) -> ModelVersion:
-        """Add or overwrite tags of a version (metadata only: the weights never change)."""
+        """Add or overwrite tags of a version (metadata only: the weights never change).
+
+        The record returned has ``change``: the event with the old and new values of the
+        tags that changed (None when none did)."""
         parsed = parse_ref(ref)
         clean = validate_tags(tags)
         if not clean:
@@ -456,12 +461,13 @@ class Registry:
             version = catalog.resolve(parsed)
             old = catalog.tags_of(version.id)
             changed = {k: v for k, v in clean.items() if old.get(k) != v}
+            change = None
             if changed:
                 catalog.set_tags(version.id, changed)
-                catalog.record_event(
+                change = catalog.record_event(
                     "tag", version, {k: old[k] for k in changed if k in old}, changed
                 )
-            return catalog.records([catalog.version_by_id(version.id)])[0]
+            return replace(catalog.records([catalog.version_by_id(version.id)])[0], change=change)
 
     def untag(self, ref: str, keys: list[str] | tuple[str, ...]) -> ModelVersion:
         """Remove tags by key (one key, or a list of them); a key the version does not
@@ -480,8 +486,8 @@ class Registry:
                 raise InvalidArgumentError(
                     f"{version.name}:{version.version} has no tag {', '.join(map(repr, missing))}"
                 )
-            catalog.record_event("untag", version, {k: old[k] for k in removed}, {})
-            return catalog.records([catalog.version_by_id(version.id)])[0]
+            change = catalog.record_event("untag", version, {k: old[k] for k in removed}, {})
+            return replace(catalog.records([catalog.version_by_id(version.id)])[0], change=change)
 
     def log(self, ref_or_name: str | None = None, *, limit: int | None = None) -> list[Event]:
         """The history, newest first: every push and every later change, who and when.
@@ -490,12 +496,13 @@ class Registry:
         (versions since removed included); with a REF naming a version (``name:3``,
         ``name:latest``, ``name:ALIAS``, ``name@sha256:HEX``), that version's, an alias
         moved away from it included (``name:3`` also answers for a removed version).
-        Pushes are read from the versions themselves (``kind`` ``push``; actor
-        ``unknown`` for versions pushed before provenance was recorded; an imported
-        version's push is dated when it was first created); the other kinds are the
-        recorded events: ``tag``, ``untag``, ``alias``, ``unalias``, ``describe``,
-        ``remove``, ``import``, ``push-update`` (``records.EVENT_KINDS`` says what
-        their ``before`` and ``after`` hold). ``limit`` keeps the newest that many.
+        Every kind is a recorded event (``records.EVENT_KINDS`` says what their
+        ``before`` and ``after`` hold): ``push`` (with the parent it had then), ``tag``,
+        ``untag``, ``alias``, ``unalias``, ``describe``, ``remove``, ``import``,
+        ``push-update``; pushes the history did not record (versions pushed before
+        revision 0004, with actor ``unknown``, and imported ones, dated when they were
+        first created) are read from the versions themselves, or from a removal's
+        snapshot. ``limit`` keeps the newest that many.
 
         Raises InvalidReferenceError for a malformed NAME or REF, ModelNotFoundError
         for a name the registry never had, VersionNotFoundError for a version that is
@@ -706,26 +713,21 @@ class Registry:
         replaced only with ``overwrite=True`` (else :class:`OutputExistsError`, raised
         before anything is read).
         """
-        from dataclasses import replace
-
         from .bundle import EXTRA_KEYS, write_bundle
 
         if isinstance(refs, str):
             refs = [refs]
         if not refs:
             raise InvalidArgumentError("name at least one version to export")
-        from ._files import is_folder_path
+        from ._files import is_folder_path, refuse_existing
 
         if is_folder_path(path):
             raise InvalidArgumentError(
                 f"{os.fspath(path)} is a folder: give the bundle's file name, such as "
                 f"{Path(path) / 'bundle.tar'}"
             )
-        if not overwrite and os.path.lexists(path):
-            from ._files import exists_message
-
-            python, cli = exists_message(Path(path))
-            raise OutputExistsError(python, cli=cli)
+        if not overwrite:
+            refuse_existing(path)
         records: dict[str, ModelVersion] = {}
         extras: dict[str, dict[str, Any]] = {}
         blobs: dict[str, memoryview] = {}
@@ -910,9 +912,10 @@ class Registry:
                             for alias in v.aliases:
                                 moved = queries.set_alias(session, model.id, alias, row.id)
                                 if moved is not None and moved != row.id:
+                                    was = queries.version_number(session, moved)
                                     notes.append(
-                                        f"moved {v.name}:{alias} from {v.name}:"
-                                        f"{queries.version_number(session, moved)} to {v.name}:{number}"
+                                        f"moved {v.name}:{alias} from {v.name}:{was} "
+                                        f"to {v.name}:{number}"
                                     )
                                     queries.record_event(
                                         session,
@@ -920,10 +923,7 @@ class Registry:
                                         v.name,
                                         number,
                                         row.id,
-                                        {
-                                            "alias": alias,
-                                            "version": queries.version_number(session, moved),
-                                        },
+                                        {"alias": alias, "version": was},
                                         {"alias": alias, "version": number},
                                         actor=who,
                                     )
@@ -989,10 +989,10 @@ class Registry:
         from .sharing import manifest_terms, storage_layout, to_columns
         from .tensors import check_storable, dtype_name, raw_bytes
 
-        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-            from .errors import CheckpointError
+        if isinstance(source, (str, os.PathLike)):
+            from .checkpoints import check_file
 
-            raise CheckpointError(f"{os.fspath(source)} is a folder, not a checkpoint file")
+            check_file(source)  # a missing file or a folder says so before its name is judged
         if name is None:
             if not isinstance(source, (str, os.PathLike)):
                 raise InvalidArgumentError(
@@ -1009,7 +1009,8 @@ class Registry:
                 raise InvalidArgumentError(
                     f"{base}: name the model with name=", cli=f"{base}: name the model with --name"
                 ) from None
-        validate_name(name)
+        else:
+            validate_name(name)
         validate_arch_kwargs(arch_kwargs)
         clean_tags = validate_tags(tags)
         _check_description(description)
@@ -1326,8 +1327,6 @@ class Registry:
         return result, fresh, damaged
 
     def _record(self, version_id: int, report: PushReport) -> ModelVersion:
-        from dataclasses import replace
-
         with self._catalog() as catalog:
             record = catalog.records([catalog.version_by_id(version_id)])[0]
         return replace(record, pushed=report)
@@ -1514,7 +1513,7 @@ class Registry:
         verified against its digest on the way out; the file gets the mode the umask
         gives any new file. Returns the path written.
         """
-        from ._files import pull_target
+        from ._files import pull_target, refuse_existing
 
         if format is not None and format not in PULL_FORMATS:
             raise InvalidArgumentError(f"unknown format {format!r}: choose pth or safetensors")
@@ -1524,11 +1523,8 @@ class Registry:
         target, format = pull_target(path, format, f"{row.name.replace('/', '-')}-v{row.version}")
         if target.is_dir():
             raise StorageError(f"cannot write {target}: it is a folder")
-        if not overwrite and os.path.lexists(target):
-            from ._files import exists_message
-
-            python, cli = exists_message(target)
-            raise OutputExistsError(python, cli=cli)
+        if not overwrite:
+            refuse_existing(target)
         opened = self._open(exact, verify="sha256")
         _write_weights(opened, target, format, progress, overwrite=overwrite)
         return target

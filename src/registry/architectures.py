@@ -17,7 +17,7 @@ import os
 import re
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -888,18 +888,23 @@ class Match:
         }
 
 
-def identify(shapes: Mapping[str, list[int]], limit: int = 5) -> list[Match]:
+def identify(
+    shapes: Mapping[str, list[int]],
+    limit: int = 5,
+    signatures: Iterable[tuple[str, str, dict[str, list[int]] | None]] | None = None,
+) -> list[Match]:
     """Known architectures ranked by how well their key/shape signature fits ``shapes``.
 
     Score 1.0: every key and shape matches (with ``num_classes`` inferred when only
     the head's size differs). Otherwise the Jaccard similarity of the (key, shape)
-    sets. Signatures of torchvision models are computed on the meta device once and
-    cached on disk (``signature_cache_path()``); registered and plugin ones per process.
+    sets. ``signatures`` are the (name, source, signature) to rank, by default every
+    known architecture's: torchvision's computed on the meta device once and cached on
+    disk (``signature_cache_path()``), registered and plugin ones per process.
     """
     given = {k: list(v) for k, v in shapes.items()}
     pairs = {(k, tuple(v)) for k, v in given.items()}
     matches = []
-    for name, source, sig in _all_signatures():
+    for name, source, sig in _all_signatures() if signatures is None else signatures:
         if sig is None:
             continue
         if sig == given:
@@ -926,27 +931,15 @@ def exact_fits(shapes: Mapping[str, list[int]], near: str) -> list[Match]:
     before it exists, only ``near``'s family (torchvision names with its leading letters,
     ``resnet`` for ``resnet34``) and names known in code, so a refusal never waits for
     the first full identification."""
-    given = {k: list(v) for k, v in shapes.items()}
-    if signature_cache_path().exists():
-        found = identify(given, limit=3)
-    else:
+    family = None
+    if not signature_cache_path().exists():
         stem = re.match(r"[A-Za-z]*", near.rpartition(":")[2]).group(0)  # type: ignore[union-attr]
-        found = []
-        for name, source in available():
-            if source == "torchvision" and not (stem and name.startswith(stem)):
-                continue
-            try:
-                architecture = resolve(name)
-                sig = signature(architecture, {}).shapes
-            except Exception:
-                continue
-            if sig == given:
-                found.append(Match(name, 1.0, {}, source))
-            elif set(sig) == set(given):
-                fixed = head_size_fix(architecture, {}, given)
-                if fixed is not None:
-                    found.append(Match(name, 1.0, fixed, source))
-    return [m for m in found if m.score == 1.0 and m.name != near]
+        family = [
+            (name, source, _signature_or_none(name))
+            for name, source in available()
+            if source != "torchvision" or (stem and name.startswith(stem))
+        ]
+    return [m for m in identify(shapes, 3, family) if m.score == 1.0 and m.name != near]
 
 
 #: (name, id of the signature dict) -> its (key, shape) pairs; signature dicts are
@@ -993,10 +986,7 @@ def _torchvision_signatures() -> dict[str, dict[str, list[int]] | None]:
         warnings.simplefilter("ignore")  # deprecation notices of some builders
         # A bar only where stderr is a terminal (tqdm's disable=None).
         for name in tqdm(names, desc="signatures", unit="arch", disable=None, leave=False):
-            try:
-                found[name] = signature(resolve(name), {}).shapes
-            except Exception:  # an architecture that cannot be built with defaults
-                found[name] = None
+            found[name] = _signature_or_none(name)
     _write_atomically(path, json.dumps(found, separators=(",", ":")))
     return found
 
@@ -1012,13 +1002,17 @@ def _write_atomically(path: Path, text: str) -> None:
         pass  # a cache: without it, identification is only slower
 
 
+def _signature_or_none(name: str) -> dict[str, list[int]] | None:
+    """The default signature of ``name``, or None when it cannot be built with defaults."""
+    try:
+        return signature(resolve(name), {}).shapes
+    except Exception:
+        return None
+
+
 def _all_signatures() -> Iterator[tuple[str, str, dict[str, list[int]] | None]]:
     for name, source in available():
-        if source == "torchvision":
-            continue
-        try:
-            yield name, source, signature(resolve(name), {}).shapes
-        except Exception:
-            yield name, source, None
+        if source != "torchvision":
+            yield name, source, _signature_or_none(name)
     for name, sig in _torchvision_signatures().items():
         yield name, "torchvision", sig

@@ -194,13 +194,20 @@ def _describe_non_state_dict(obj: object, origin: str) -> str:
     return f"{origin} holds a {type(obj).__name__}, not a state dict (a dict of tensors)"
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read the state dict in ``path``; raise a CheckpointError saying why if it cannot."""
+def check_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, if it is a file: else MissingFileError, or CheckpointError for
+    a folder."""
     path = Path(path)
     if not path.exists():
         raise MissingFileError(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read the state dict in ``path``; raise a CheckpointError saying why if it cannot."""
+    path = check_file(path)
     try:
         kind = _sniff(path)
     except OSError as exc:

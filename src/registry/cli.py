@@ -378,13 +378,11 @@ def show(ref: str, as_json: bool) -> None:
 @json_option
 def tag(ref: str, tags: dict[str, str], as_json: bool) -> None:
     """Add or change tags of REF (metadata only: the weights never change)."""
-    reg = _registry()
-    before = reg.get(ref)
-    mv = reg.tag(before.ref, tags)
+    mv = _registry().tag(ref, tags)
+    old = mv.change.before if mv.change is not None else {}
     changes = [
-        f"{k}={v}" if k not in before.tags else f"{k}: {before.tags[k]} -> {v}"
-        for k, v in tags.items()
-        if before.tags.get(k) != v
+        f"{k}: {old[k]} -> {v}" if k in old else f"{k}={v}"
+        for k, v in (mv.change.after if mv.change is not None else {}).items()
     ]
     _show_tags(mv, as_json, "set " + ", ".join(changes) if changes else "no change")
 
@@ -395,11 +393,9 @@ def tag(ref: str, tags: dict[str, str], as_json: bool) -> None:
 @json_option
 def untag(ref: str, keys: tuple[str, ...], as_json: bool) -> None:
     """Remove tags from REF by key."""
-    reg = _registry()
-    before = reg.get(ref)
-    mv = reg.untag(before.ref, keys)
-    removed = ", ".join(f"{k}={before.tags[k]}" for k in dict.fromkeys(keys) if k in before.tags)
-    _show_tags(mv, as_json, f"removed {removed}")
+    mv = _registry().untag(ref, keys)
+    assert mv.change is not None  # a key it lacks is an error
+    _show_tags(mv, as_json, "removed " + ", ".join(f"{k}={v}" for k, v in mv.change.before.items()))
 
 
 def _show_tags(mv: Any, as_json: bool, change: str) -> None:
@@ -429,17 +425,12 @@ def alias(ref: str | None, alias_name: str | None, delete: str | None, as_json: 
     else:
         if not (ref and alias_name):
             raise click.UsageError("give REF ALIAS, or --delete NAME:ALIAS")
-        target = reg.get(ref)
-        try:
-            previous: str | None = reg.get(f"{target.name}:{alias_name}").ref
-        except LookupError:
-            previous = None
-        mv = reg.alias(target.ref, alias_name)
+        mv = reg.alias(ref, alias_name)
         message = f"{mv.name}:{alias_name} -> {mv.ref}"
-        if previous == mv.ref:
+        if mv.change is None:
             message += " (already)"
-        elif previous is not None:
-            message += f" (moved from {previous})"
+        elif mv.change.before is not None:
+            message += f" (moved from {mv.name}:{mv.change.before['version']})"
     if as_json:
         _emit_json(mv.to_dict(tensors=False))
         return
@@ -456,20 +447,19 @@ def describe(ref: str, text: str | None, clear: bool, as_json: bool) -> None:
     """Set the description of REF."""
     if (text is None) == (not clear):
         raise click.UsageError("give TEXT, or --clear")
-    reg = _registry()
-    before = reg.get(ref)
-    mv = reg.describe(before.ref, None if clear else text)
+    mv = _registry().describe(ref, None if clear else text)
     if as_json:
         _emit_json(mv.to_dict(tensors=False))
         return
-    if before.description == mv.description:
+    was = mv.change.before["description"] if mv.change is not None else None
+    if mv.change is None:
         _say(f"{mv.ref}: description unchanged")
     elif mv.description is None:
-        _say(f"{mv.ref}: description cleared (it was {before.description!r})")
-    elif before.description is None:
+        _say(f"{mv.ref}: description cleared (it was {was!r})")
+    elif was is None:
         _say(f"{mv.ref}: description set")
     else:
-        _say(f"{mv.ref}: description replaced (it was {before.description!r})")
+        _say(f"{mv.ref}: description replaced (it was {was!r})")
     click.echo(mv.ref)
 
 

@@ -94,6 +94,9 @@ class ModelVersion:
     parent: str | None = None
     tensors: tuple[TensorInfo, ...] = ()
     pushed: PushReport | None = None
+    #: What the call that returned this record changed (tag, untag, alias, unalias,
+    #: describe): the event it recorded; None when it changed nothing or is no change.
+    change: Event | None = None
     # Provenance (None for versions pushed before it was recorded): who pushed it on
     # which host, the pushed file, the git commit of the working folder and whether
     # its tracked files had changes, the registry's version; for an imported version,
@@ -150,6 +153,8 @@ class ModelVersion:
             out["tensors"] = [t.to_dict() for t in self.tensors]
         if self.pushed is not None:
             out.update(self.pushed.to_dict())
+        if self.change is not None:
+            out["change"] = self.change.to_dict()
         return out
 
 

@@ -649,8 +649,9 @@ class Catalog:
         *,
         actor: tuple[str, str | None] | None = None,
         at: datetime | None = None,
-    ) -> None:
-        """Add an event to the history (call inside the write transaction of the change).
+    ) -> Event:
+        """Add an event to the history (call inside the write transaction of the change)
+        and return it.
 
         ``version`` is the row changed, or (model name, version number or None,
         version id or None). ``before``/``after`` are JSON values (datetimes become
@@ -666,11 +667,12 @@ class Catalog:
             from ..provenance import actor as current_actor
 
             actor = current_actor()
+        at = at or datetime.now(timezone.utc)
         self.execute(
             'INSERT INTO events (at, actor, host, kind, name, version, version_id, "before", '
             '"after") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
             (
-                self._timestamp(at or datetime.now(timezone.utc)),
+                self._timestamp(at),
                 actor[0],
                 actor[1],
                 kind,
@@ -680,6 +682,16 @@ class Catalog:
                 event_json(before),
                 event_json(after),
             ),
+        )
+        return Event(
+            at=at,
+            kind=kind,
+            name=name,
+            version=number,
+            actor=actor[0],
+            host=actor[1],
+            before=jsonable(before),
+            after=jsonable(after),
         )
 
     def events(
