@@ -27,7 +27,7 @@ from typing import Any
 
 from ._files import replacing
 from .errors import IntegrityError, InvalidArgumentError, MissingFileError, RegistryError
-from .keyvalue import validate_arch_kwargs, validate_tags
+from .keyvalue import parse_date, validate_arch_kwargs, validate_tags
 from .metadata import PLAIN_VALUES
 from .records import PROVENANCE_FIELDS, ModelVersion
 from .refs import parse_ref, validate_alias, validate_name
@@ -89,8 +89,6 @@ class ImportReport:
 #: What a version's source carried besides tensors, as ``_Opened`` and the catalogue
 #: name it.
 EXTRA_KEYS = ("state_metadata", "file_metadata", "assumed_metadata")
-#: Where a version came from; bundles written before these existed lack them.
-PROVENANCE_KEYS = PROVENANCE_FIELDS
 
 
 def version_entry(record: ModelVersion, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -123,7 +121,7 @@ def version_entry(record: ModelVersion, extra: Mapping[str, Any] | None = None) 
             for t in record.tensors
         ],
         **{key: (extra or {}).get(key) for key in EXTRA_KEYS},
-        **{key: getattr(record, key) for key in PROVENANCE_KEYS},
+        **{key: getattr(record, key) for key in PROVENANCE_FIELDS},
         "origin_created_at": (
             record.origin_created_at.isoformat() if record.origin_created_at else None
         ),
@@ -438,7 +436,9 @@ def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
         state_metadata=_module_metadata(entry.get("state_metadata"), "state_metadata"),
         file_metadata=_file_metadata(entry.get("file_metadata")),
         assumed_metadata=_module_metadata(entry.get("assumed_metadata"), "assumed_metadata"),
-        **{key: _provenance(entry.get(key), key) for key in PROVENANCE_KEYS if key != "git_dirty"},
+        **{
+            key: _provenance(entry.get(key), key) for key in PROVENANCE_FIELDS if key != "git_dirty"
+        },
         git_dirty=dirty,
         origin_created_at=origin,
     )
@@ -459,11 +459,7 @@ def _provenance(value: Any, field: str) -> str | None:
 
 def _moment(value: Any, field: str, optional: bool = False) -> Any:
     """An ISO 8601 time (naive means UTC), or None where ``optional``."""
-    text = _text(value, field, optional)
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return parse_date(_text(value, field, optional), field)
 
 
 def _place(value: Any, label: str) -> Shared | None:

@@ -27,7 +27,7 @@ class _Checked(click.ParamType):
         try:
             return self.check(value)
         except InvalidArgumentError as exc:
-            self.fail(str(exc), param, ctx)
+            self.fail(exc.cli_message, param, ctx)
 
 
 class RefType(_Checked):
@@ -114,25 +114,18 @@ class DateType(_Checked):
     def check(self, value: str) -> str:
         from .keyvalue import parse_date
 
-        try:
-            parse_date(value, "date")
-        except InvalidArgumentError:
-            raise InvalidArgumentError(
-                f"{value!r} is not a date: use ISO 8601, e.g. 2026-11-29 or 2026-11-29T14:30:00"
-            ) from None
+        parse_date(value, "date")
         return value
 
 
 def pairs_to_dict(ctx: click.Context, param: click.Parameter, value: Any) -> dict[str, Any]:
     """Callback for a repeatable K=V option: a dict, refusing one key with two values."""
-    out: dict[str, Any] = {}
-    for key, item in value or ():
-        if key in out and out[key] != item:
-            raise click.BadParameter(
-                f"{key!r} is given twice, as {out[key]!r} and {item!r}: keep one", ctx, param
-            )
-        out[key] = item
-    return out
+    from .keyvalue import unique_pairs
+
+    try:
+        return unique_pairs(value or (), "key")
+    except InvalidArgumentError as exc:
+        raise click.BadParameter(exc.cli_message, ctx, param) from None
 
 
 REF = RefType()

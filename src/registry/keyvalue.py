@@ -55,10 +55,12 @@ def parse_tags(items: Iterable[str]) -> dict[str, str]:
     Raises InvalidArgumentError for an item without ``=``, a bad key, or one key
     given twice with different values (the second would silently win).
     """
-    return validate_tags(_unique((_split(item, "tag") for item in items), "tag"))
+    return validate_tags(unique_pairs((_split(item, "tag") for item in items), "tag"))
 
 
-def _unique(pairs: Iterable[tuple[str, Any]], what: str) -> dict[str, Any]:
+def unique_pairs(pairs: Iterable[tuple[str, Any]], what: str) -> dict[str, Any]:
+    """``(key, value)`` pairs as a dict; InvalidArgumentError for a key given twice with
+    different values (the second would silently win)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out and out[key] != value:
@@ -90,7 +92,7 @@ def parse_arch_args(items: Iterable[str]) -> dict[str, Any]:
             pairs.append((key, json.loads(text)))
         except json.JSONDecodeError:
             pairs.append((key, text))
-    return validate_arch_kwargs(_unique(pairs, "architecture argument"))
+    return validate_arch_kwargs(unique_pairs(pairs, "architecture argument"))
 
 
 def validate_arch_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -120,7 +122,8 @@ def format_kwargs(kwargs: Mapping[str, Any]) -> str:
 def parse_date(value: datetime | str | None, label: str) -> datetime | None:
     """A UTC-aware datetime from a datetime or an ISO 8601 string (naive means UTC).
 
-    Raises InvalidArgumentError naming ``label`` (the argument's name) for anything else.
+    Raises InvalidArgumentError naming ``label`` (the argument's name) for anything else
+    (its command-line message names the value only: click names the option).
     """
     if value is None:
         return None
@@ -128,10 +131,10 @@ def parse_date(value: datetime | str | None, label: str) -> datetime | None:
         try:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidArgumentError(
-                f"{label}={value!r} is not a date: use ISO 8601, e.g. 2026-11-29 or "
-                "2026-11-29T14:30:00"
-            ) from None
+            problem = (
+                f"{value!r} is not a date: use ISO 8601, e.g. 2026-11-29 or 2026-11-29T14:30:00"
+            )
+            raise InvalidArgumentError(f"{label}={problem}", cli=problem) from None
     if not isinstance(value, datetime):
         raise InvalidArgumentError(f"{label} must be a datetime or an ISO 8601 string")
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value

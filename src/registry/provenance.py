@@ -170,15 +170,7 @@ class Pending:
             git_dirty=dirty,
         )
 
-    def cancel(self) -> None:
-        self._git.close()
-
 
 def start(source: Any) -> Pending:
     """Begin collecting the provenance of a push of ``source`` (see :class:`Pending`)."""
     return Pending(source)
-
-
-def collect(source: Any) -> Provenance:
-    """The provenance of a push of ``source``, now."""
-    return start(source).result()
