@@ -260,7 +260,8 @@ class Catalog:
 
     # -- versions -----------------------------------------------------------------
 
-    def _model_id(self, name: str) -> int:
+    def model_id(self, name: str) -> int:
+        """The model's id; ModelNotFoundError (with close names) if there is none."""
         rows = self.execute("SELECT id FROM models WHERE name = ?", (name,))
         if not rows:
             names = [n for (n,) in self.execute("SELECT name FROM models")]
@@ -269,13 +270,9 @@ class Catalog:
             raise ModelNotFoundError(f"no model named {name!r} in the registry{hint}")
         return int(rows[0][0])
 
-    def model_id(self, name: str) -> int:
-        """The model's id; ModelNotFoundError (with close names) if there is none."""
-        return self._model_id(name)
-
     def resolve(self, ref: Ref) -> VersionRow:
         """The version a parsed reference names, or a NotFound/Ambiguous error that says why."""
-        model_id = self._model_id(ref.name)
+        model_id = self.model_id(ref.name)
         where = " WHERE v.model_id = ?"
         if ref.version is not None:
             rows = self.execute(
