@@ -106,6 +106,27 @@ def test_two_processes_push_at_once(tmp_path: Path):
         assert len({mv.digest for mv in reg.list("shared")}) == 6
 
 
+def test_alembic_upgrades_from_a_checkout(tmp_path: Path):
+    """`alembic -c alembic.ini upgrade head` at the top of a checkout migrates REGISTRY_HOME."""
+    if not (ROOT / "alembic.ini").exists():
+        pytest.skip("not running from a source checkout")
+    import os
+
+    env = {**os.environ, "REGISTRY_HOME": str(tmp_path / "h")}
+    env.pop("REGISTRY_DATABASE_URL", None)
+    alembic = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini")]
+    result = subprocess.run(
+        [*alembic, "upgrade", "head"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    engine = create_engine(f"sqlite:///{tmp_path / 'h' / 'registry.db'}")
+    with engine.connect() as connection:
+        assert schema.current_revision(connection) == revision.SCHEMA_REVISION
+    engine.dispose()
+    with Registry(home=tmp_path / "h") as reg:  # the registry accepts what alembic made
+        assert reg.list() == []
+
+
 def test_migrations_ship_in_the_wheel(tmp_path: Path):
     """Build the wheel, install it into a bare folder, and migrate a database from there."""
     if not (ROOT / "pyproject.toml").exists():
@@ -157,6 +178,7 @@ def test_migrations_ship_in_the_wheel(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, "-c", probe, str(target), str(tmp_path / "h")],
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,  # not the checkout, whose registry/ would shadow the installed one
         capture_output=True,
         text=True,
         timeout=120,

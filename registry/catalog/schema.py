@@ -2,8 +2,9 @@
 
 A new, empty database is migrated automatically on first use; an existing one that
 is behind raises :class:`SchemaOutOfDateError` telling the user to run
-``registry db upgrade``. The migration scripts ship inside the package
-(``registry/migrations``), so this works from an installed wheel.
+``registry db upgrade``. The migration scripts live in ``migrations/`` at the top of a
+checkout (where ``alembic -c alembic.ini`` finds them) and ship inside the wheel as
+``registry/migrations``, so this works from an installed wheel too.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ _MIGRATION_LOCK_ID = 0x7265_6769_7374  # "regist"
 
 
 def migrations_path() -> Path:
-    return Path(str(files("registry") / "migrations"))
+    """Alembic's script folder: inside the installed package, else the checkout's top level."""
+    packaged = Path(str(files("registry") / "migrations"))
+    if (packaged / "env.py").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
 
 
 def alembic_config(connection: Connection | None = None):  # type: ignore[no-untyped-def]
