@@ -1,9 +1,14 @@
-"""click parameter types for what users type on the command line.
+"""What users type on the command line: click parameter types and shared options.
 
-Each type checks its value with the same torch-free validator the Python API uses
-(``refs``, ``keyvalue``) and turns an :class:`InvalidArgumentError` into click's
-``BadParameter``, so a bad value is a usage error: exit code 2, click's usage line,
-and the option's name in the message, before any work starts.
+Owns the parameter types (REF, NAME, TAG ...), the ``K=V`` callback, and the options
+several commands share (``--json``, ``--tag``). Each type checks its value with the same
+torch-free validator the Python API uses (``refs``, ``keyvalue``) and turns an
+:class:`InvalidArgumentError` into click's ``BadParameter``, so a bad value is a usage
+error: exit code 2, click's usage line, and the option's name in the message, before
+any work starts.
+
+Must never import ``registry.api``, torch or SQLAlchemy (the validators are leaves,
+imported when a value is checked), nor the command modules of this package.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any
 
 import click
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 
 class _Checked(click.ParamType):
@@ -36,7 +41,7 @@ class RefType(_Checked):
     name = "REF"
 
     def check(self, value: str) -> str:
-        from .refs import parse_ref
+        from ..refs import parse_ref
 
         parse_ref(value)
         return value
@@ -46,7 +51,7 @@ class NameType(_Checked):
     name = "NAME"
 
     def check(self, value: str) -> str:
-        from .refs import validate_name
+        from ..refs import validate_name
 
         return validate_name(value)
 
@@ -57,7 +62,7 @@ class NamePatternType(_Checked):
     name = "NAME|GLOB"
 
     def check(self, value: str) -> str:
-        from .refs import validate_name
+        from ..refs import validate_name
 
         validate_name(value.replace("*", "a").replace("?", "a"))
         return value
@@ -67,7 +72,7 @@ class AliasType(_Checked):
     name = "ALIAS"
 
     def check(self, value: str) -> str:
-        from .refs import validate_alias
+        from ..refs import validate_alias
 
         return validate_alias(value)
 
@@ -78,7 +83,7 @@ class TagType(_Checked):
     name = "K=V"
 
     def check(self, value: str) -> tuple[str, str]:
-        from .keyvalue import parse_tags
+        from ..keyvalue import parse_tags
 
         ((key, text),) = parse_tags([value]).items()
         return key, text
@@ -88,7 +93,7 @@ class TagKeyType(_Checked):
     name = "KEY"
 
     def check(self, value: str) -> str:
-        from .keyvalue import validate_tags
+        from ..keyvalue import validate_tags
 
         validate_tags({value: ""})
         return value
@@ -100,7 +105,7 @@ class ArchArgType(_Checked):
     name = "K=V"
 
     def check(self, value: str) -> tuple[str, Any]:
-        from .keyvalue import parse_arch_args
+        from ..keyvalue import parse_arch_args
 
         ((key, parsed),) = parse_arch_args([value]).items()
         return key, parsed
@@ -112,7 +117,7 @@ class DateType(_Checked):
     name = "DATE"
 
     def check(self, value: str) -> str:
-        from .keyvalue import parse_date
+        from ..keyvalue import parse_date
 
         parse_date(value, "date")
         return value
@@ -120,7 +125,7 @@ class DateType(_Checked):
 
 def pairs_to_dict(ctx: click.Context, param: click.Parameter, value: Any) -> dict[str, Any]:
     """Callback for a repeatable K=V option: a dict, refusing one key with two values."""
-    from .keyvalue import unique_pairs
+    from ..keyvalue import unique_pairs
 
     try:
         return unique_pairs(value or (), "key")
@@ -136,3 +141,12 @@ TAG = TagType()
 TAG_KEY = TagKeyType()
 ARCH_ARG = ArchArgType()
 DATE = DateType()
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."
+)
+
+
+def tag_option(help: str) -> Any:
+    """A repeatable ``--tag K=V`` option whose value is a dict (one value per key)."""
+    return click.option("--tag", "tags", type=TAG, multiple=True, callback=pairs_to_dict, help=help)

@@ -1,0 +1,110 @@
+"""The commands that look after the store and the catalogue: ``gc``, ``verify`` and the
+``db`` group (``db upgrade``, ``db current``).
+
+Owns their options, their reports' wording and ``verify``'s exit code 1 when something
+is damaged; collecting garbage, re-hashing and migrating are :class:`registry.Registry`'s.
+
+Must never import torch, SQLAlchemy or the layers below the API at module level (the
+schema revision this release needs comes from the torch- and SQLAlchemy-free leaf
+``catalog.revision``, imported when ``db current`` runs).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import _format
+from .app import Command, Group, open_registry
+from .output import emit_json, say
+from .params import REF, json_option
+
+
+@click.command(cls=Command)
+@click.option("--dry-run", is_flag=True, help="Only say what would be freed.")
+@json_option
+def gc(dry_run: bool, as_json: bool) -> None:
+    """Delete stored tensors that no version uses any more."""
+    report = open_registry().gc(dry_run=dry_run)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    verb = "would free" if dry_run else "freed"
+    say(
+        f"{verb} {_format.size(report.bytes_freed)}: {report.blobs_removed} unused tensors, "
+        f"{report.packs_removed} packs deleted, {report.packs_rewritten} rewritten"
+        + (f", {report.orphan_files_removed} leftover files" if report.orphan_files_removed else "")
+    )
+    click.echo(report.bytes_freed)
+
+
+@click.command(cls=Command)
+@click.argument("ref", required=False, type=REF)
+@json_option
+def verify(ref: str | None, as_json: bool) -> None:
+    """Re-hash stored tensors (of REF, or all) and report corrupt or missing ones."""
+    report = open_registry().verify(ref)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        for problem in report.corrupt + report.missing:
+            click.echo(str(problem))
+        if report.ok:
+            verdict = "all intact"
+        elif report.ref:  # counted as the version's tensors, however they are stored
+            verdict = f"{report.affected('corrupt')} corrupt, {report.affected('missing')} missing"
+        else:
+            uses = report.affected("corrupt") + report.affected("missing")
+            verdict = (
+                f"{len(report.corrupt)} corrupt, {len(report.missing)} missing "
+                f"(used by {uses} tensor{'s' if uses != 1 else ''} of versions)"
+            )
+        scope = f"tensors of {report.ref}" if report.ref else "stored tensors"
+        say(f"checked {report.checked} {scope} ({_format.size(report.checked_bytes)}): {verdict}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@click.group(cls=Group)
+def db() -> None:
+    """Manage the catalogue database schema."""
+
+
+@db.command()
+@json_option
+def upgrade(as_json: bool) -> None:
+    """Apply pending schema migrations to the catalogue database."""
+    before, after = open_registry().upgrade_database()
+    if as_json:
+        emit_json({"before": before, "after": after})
+        return
+    if before == after:
+        say(f"database schema is up to date (revision {after})")
+    else:
+        say(f"upgraded database schema from {before or 'empty'} to {after}")
+    click.echo(after)
+
+
+@db.command()
+@json_option
+def current(as_json: bool) -> None:
+    """Print the catalogue database's schema revision and the one this release needs."""
+    from ..catalog.revision import SCHEMA_REVISION
+
+    revision = open_registry().database_revision()
+    if as_json:
+        emit_json(
+            {
+                "current": revision,
+                "required": SCHEMA_REVISION,
+                "up_to_date": revision == SCHEMA_REVISION,
+            }
+        )
+        return
+    state = (
+        "up to date"
+        if revision == SCHEMA_REVISION
+        else f"needs {SCHEMA_REVISION}: run `registry db upgrade`"
+    )
+    click.echo(f"{revision or 'none'} ({state})")
