@@ -1,4 +1,11 @@
-"""Human-readable output: sizes, counts, times and aligned tables."""
+"""Human-readable output: sizes, counts, times and aligned tables.
+
+Owns how numbers, moments and tables read to people; the CLI prints them and the
+records' ``summary()`` methods use them too, so it lives here, not in ``registry.cli``.
+
+A leaf: must never import anything from ``registry`` (least of all ``cli`` or
+``api``), nor click, torch or SQLAlchemy.
+"""
 
 from __future__ import annotations
 
