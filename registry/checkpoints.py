@@ -225,3 +225,27 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         loaded = _load_pth(path)
         state, metadata, notes = unwrap(loaded, str(path))
     return Checkpoint(state, "pth", notes, metadata=metadata)
+
+
+def read_source(source: object) -> Checkpoint:
+    """The state dict, source format, notes and metadata of what a user pushes or
+    identifies: a path to a file, a state dict (any mapping) or an ``nn.Module``.
+
+    Raises InvalidArgumentError for anything else, and what :func:`read_checkpoint`
+    raises for a file.
+    """
+    from .errors import InvalidArgumentError
+
+    if isinstance(source, (str, os.PathLike)):
+        return read_checkpoint(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if isinstance(source, torch.nn.Module):
+            state, meta, notes = unwrap(source.state_dict(), "the module's state dict")
+            return Checkpoint(state, "module", notes, metadata=meta)
+        if isinstance(source, Mapping):
+            state, meta, notes = unwrap(source, "the given state dict")
+            return Checkpoint(state, "state_dict", notes, metadata=meta)
+    raise InvalidArgumentError(
+        f"cannot push a {type(source).__name__}: give a file path, a state dict or an nn.Module"
+    )

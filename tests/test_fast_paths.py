@@ -77,9 +77,11 @@ def test_tag_and_untag_commands(home: Path, reg: Registry, resnet18_state):
 
 def _collide(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every buffer gets the same checksum, as an adversary or bad luck could arrange."""
-    import registry.api
+    import registry.pipelines.push
 
-    monkeypatch.setattr(registry.api, "checksum_many", lambda views: ["0" * 32] * len(views))
+    monkeypatch.setattr(
+        registry.pipelines.push, "checksum_many", lambda views: ["0" * 32] * len(views)
+    )
 
 
 def test_checksum_collisions_never_merge_different_tensors(

@@ -461,16 +461,18 @@ def test_gc_during_a_push_never_leaves_a_version_without_its_tensors(
     state = sq_state(5)
     reg.push(state, "old", arch=SQ)
     reg.remove("old:1")  # its tensors are stored but unused: gc may take them any moment
-    real_match = Registry._match_stored
+    from registry.pipelines import push
+
+    real_match = push.match_stored
     calls = []
 
-    def match_then_gc(self, *args):
-        found = real_match(self, *args)
+    def match_then_gc(*args):
+        found = real_match(*args)
         if not calls:
-            calls.append(self.gc())  # between the push's look-up and its commit
+            calls.append(reg.gc())  # between the push's look-up and its commit
         return found
 
-    monkeypatch.setattr(Registry, "_match_stored", match_then_gc)
+    monkeypatch.setattr(push, "match_stored", match_then_gc)
     pushed = reg.push(state, "new", arch=SQ)
     assert calls and calls[0].blobs_removed > 0
     assert pushed.pushed.tensors_written > 0  # it noticed, and wrote them after all

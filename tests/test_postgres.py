@@ -105,7 +105,7 @@ def test_round_trip_on_postgres(postgres, tmp_path: Path, resnet18_state):
         x = torch.randn(1, 3, 64, 64)
         with torch.no_grad():
             assert torch.equal(model(x), make_model("resnet18")(x))
-        with reg._engine.connect() as conn:
+        with reg._gateway.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     result = run_cli(
         "list", "--json", env={"REGISTRY_DATABASE_URL": url, "REGISTRY_HOME": str(tmp_path / "h")}

@@ -77,8 +77,7 @@ def test_identical_tensors_stored_once(reg: Registry, home: Path, resnet18_state
 
 
 def test_pack_is_durable_before_the_catalogue_commit(reg: Registry, resnet18_state, monkeypatch):
-    from sqlalchemy import event
-    from sqlalchemy.orm import Session
+    from registry.catalog.rows import Statements
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -92,16 +91,17 @@ def test_pack_is_durable_before_the_catalogue_commit(reg: Registry, resnet18_sta
             events.append("rename")
         return real_replace(src, dst)
 
-    def before_commit(session):
-        events.append("commit")
+    real_execute = Statements.execute
+
+    def execute(self, sql, params=()):
+        if sql == "COMMIT" and events and events[-1] != "commit":
+            events.append("commit")
+        return real_execute(self, sql, params)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    event.listen(Session, "before_commit", before_commit)
-    try:
-        reg.push(resnet18_state, "durable", arch="resnet18")
-    finally:
-        event.remove(Session, "before_commit", before_commit)
+    monkeypatch.setattr(Statements, "execute", execute)
+    reg.push(resnet18_state, "durable", arch="resnet18")
     assert "fsync-file" in events and "rename" in events and "commit" in events
     assert events.index("fsync-file") < events.index("rename")
     after_rename = events[events.index("rename") :]
@@ -111,12 +111,12 @@ def test_pack_is_durable_before_the_catalogue_commit(reg: Registry, resnet18_sta
 def test_failed_commit_leaves_no_version_and_no_pack(
     reg: Registry, home: Path, resnet18_state, monkeypatch
 ):
-    from registry.catalog import queries
+    from registry.catalog.versions import VersionQueries
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated failure while recording the version")
 
-    monkeypatch.setattr(queries, "add_version", boom)
+    monkeypatch.setattr(VersionQueries, "add_version", boom)
     with pytest.raises(RuntimeError, match="simulated"):
         reg.push(resnet18_state, "x", arch="resnet18")
     monkeypatch.undo()
@@ -130,10 +130,14 @@ import os, signal, sys, torch
 sys.path.insert(0, sys.argv[2])
 from conftest import make_model
 from registry import Registry
-from registry.catalog import queries
-def die(*a, **k):
-    os.kill(os.getpid(), signal.SIGKILL)
-queries.add_version = die
+from registry.catalog.rows import Statements
+execute = Statements.execute
+def die_at_commit(self, sql, params=()):
+    if sql == "COMMIT" and getattr(self, "wrote", False):  # the push's rows, not yet committed
+        os.kill(os.getpid(), signal.SIGKILL)
+    self.wrote = getattr(self, "wrote", False) or sql.startswith("INSERT INTO versions")
+    return execute(self, sql, params)
+Statements.execute = die_at_commit
 Registry(home=sys.argv[1]).push(make_model("resnet18", seed=9).state_dict(), "crash", arch="resnet18")
 """
 

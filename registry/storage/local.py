@@ -21,12 +21,12 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 from ..config import HASH_THREADS
 from ..errors import StorageError
+from .base import PackWritten, StoredFile, checked_range
 from .hashing import sha256_hex
 from .packs import layout, placeholder_names
 
@@ -38,25 +38,6 @@ _WRITEBACK_CHUNK = 32 << 20
 _PACK_ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
-@dataclass(frozen=True)
-class PackWritten:
-    """A written pack: its id, size, and each blob's sha256 and offset.
-
-    Its bytes are all written when this exists; ``wait()`` returns once they are also
-    durable under the pack's final name (fsync'd, renamed, folder fsync'd).
-    """
-
-    pack_id: str
-    nbytes: int
-    digests: list[str]
-    offsets: list[int]
-    sealed: Future[None] = field(repr=False, compare=False)
-
-    def wait(self) -> None:
-        """Block until the pack is durable; raises StorageError if that failed."""
-        self.sealed.result()
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -66,7 +47,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalStore:
-    """Content-addressed tensor bytes in pack files under ``root``."""
+    """Content-addressed tensor bytes in pack files under ``root`` (a ``base.Store``)."""
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
@@ -184,26 +165,37 @@ class LocalStore:
             written.wait()
         except StorageError:
             return  # it cleaned up after itself
-        self.discard(written.pack_id)
+        self.delete(written.pack_id)
 
-    def files(self) -> list[tuple[str | None, Path, os.stat_result]]:
-        """Pack files and unfinished temporary files on disk: (pack id or None, path, stat)."""
-        found: list[tuple[str | None, Path, os.stat_result]] = []
+    def list(self) -> list[StoredFile]:
+        """Pack files and unfinished temporary files on disk, packs first."""
+        found: list[StoredFile] = []
         packs = self.root / "packs"
         if packs.is_dir():
             for path in sorted(packs.glob("*/*.pack")):
                 if _PACK_ID_RE.fullmatch(path.stem):
-                    found.append((path.stem, path, path.stat()))
+                    found.append(self._stored(path.stem, path))
         tmp = self.root / "tmp"
         if tmp.is_dir():
-            found.extend((None, path, path.stat()) for path in sorted(tmp.glob("*.tmp")))
+            found.extend(self._stored(None, path) for path in sorted(tmp.glob("*.tmp")))
         return found
 
-    def discard(self, pack_id: str) -> None:
+    def _stored(self, pack_id: str | None, path: Path) -> StoredFile:
+        st = path.stat()
+        return StoredFile(pack_id, path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime)
+
+    def delete_file(self, stored: StoredFile) -> None:
+        """Remove one file ``list()`` gave (a pack or an unfinished temporary file)."""
+        parts = Path(stored.key).parts
+        if not parts or parts[0] not in ("packs", "tmp") or ".." in parts:
+            raise StorageError(f"{stored.key} is not a file of the tensor store at {self.root}")
+        (self.root / stored.key).unlink(missing_ok=True)
+
+    def delete(self, pack_id: str) -> None:
         """Remove a pack that no catalogue row references (e.g. after a failed commit)."""
         self.pack_path(pack_id).unlink(missing_ok=True)
 
-    def map(self, pack_id: str) -> mmap.mmap:
+    def open(self, pack_id: str) -> MappedPack:
         """A fresh copy-on-write map of a pack.
 
         Tensors built on it are writable, but writes stay private to this map: they
@@ -213,7 +205,7 @@ class LocalStore:
         path = self.pack_path(pack_id)
         try:
             with open(path, "rb") as f:
-                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+                return MappedPack(pack_id, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
         except FileNotFoundError:
             raise StorageError(
                 f"pack {pack_id} is missing from the tensor store at {self.root}"
@@ -222,13 +214,19 @@ class LocalStore:
             raise StorageError(f"cannot read pack {path}: {exc}") from exc
 
 
-def view(mapped: mmap.mmap, offset: int, nbytes: int, pack_id: str) -> memoryview:
-    """A zero-copy view of ``nbytes`` at ``offset`` of a mapped pack, bounds-checked."""
-    if offset < 0 or nbytes < 0 or offset + nbytes > len(mapped):
-        raise StorageError(
-            f"pack {pack_id} is truncated: needs bytes {offset}..{offset + nbytes}, has {len(mapped)}"
-        )
-    return memoryview(mapped)[offset : offset + nbytes]
+class MappedPack:
+    """A pack mapped copy-on-write: views of it are zero-copy and private to this map."""
+
+    def __init__(self, pack_id: str, mapped: mmap.mmap):
+        self.pack_id, self._mapped = pack_id, mapped
+
+    def __len__(self) -> int:
+        return len(self._mapped)
+
+    def view(self, offset: int, nbytes: int) -> memoryview:
+        """A zero-copy view of ``nbytes`` at ``offset``, bounds-checked."""
+        checked_range(self.pack_id, len(self._mapped), offset, nbytes)
+        return memoryview(self._mapped)[offset : offset + nbytes]
 
 
 def _write_all(fd: int, data: memoryview) -> None:

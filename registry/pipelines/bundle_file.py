@@ -25,14 +25,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ._files import replacing
-from .errors import IntegrityError, InvalidArgumentError, MissingFileError, RegistryError
-from .keyvalue import parse_date, validate_arch_kwargs, validate_tags
-from .metadata import PLAIN_VALUES
-from .records import PROVENANCE_FIELDS, ModelVersion
-from .refs import parse_ref, validate_alias, validate_name
-from .sharing import DTYPE_SIZES, Shared, check_groups, manifest_terms, to_columns
-from .storage import manifest_digest, sha256_many
+from .._files import replacing
+from ..errors import IntegrityError, InvalidArgumentError, MissingFileError, RegistryError
+from ..keyvalue import parse_date, validate_arch_kwargs, validate_tags
+from ..metadata import PLAIN_VALUES
+from ..records import PROVENANCE_FIELDS, ModelVersion
+from ..refs import parse_ref, validate_alias, validate_name
+from ..sharing import DTYPE_SIZES, Shared, check_groups, manifest_terms, to_columns
+from ..storage import manifest_digest, sha256_many
 
 BUNDLE_FORMAT = "registry-bundle"
 #: 2 adds each tensor's place in a storage shared with other keys and the metadata the

@@ -1,0 +1,186 @@
+"""The store's index in the catalogue: packs, blobs and where each tensor's bytes are.
+
+Part of the one gateway (``gateway.Catalog``). A *blob* is one tensor's bytes, keyed
+by their sha256, at (pack, offset, nbytes), with an XXH3-128 ``checksum`` that push
+uses to find candidate duplicates and load to check bytes cheaply. Must never import
+torch, SQLAlchemy or anything above ``catalog``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..records import TensorInfo
+from ..sharing import from_columns
+from .rows import Location, Statements, StoredBlob, chunks, marks, parse_json
+
+
+class BlobQueries(Statements):
+    """Tensors of a version, blobs and packs."""
+
+    # -- a version's tensors ------------------------------------------------------
+
+    def tensor_infos(self, version_id: int) -> tuple[TensorInfo, ...]:
+        found = []
+        for name, dtype, shape, digest, nbytes, group, view in self.execute(
+            "SELECT name, dtype, shape, digest, nbytes, storage_group, storage_view "
+            "FROM tensors WHERE version_id = ? ORDER BY position",
+            (version_id,),
+        ):
+            dims = parse_json(shape)
+            shared = from_columns(group, parse_json(view), dims)
+            found.append(TensorInfo(name, dtype, tuple(dims), digest, nbytes, shared))
+        return tuple(found)
+
+    def tensor_locations(self, version_id: int) -> list[Location]:
+        """The version's tensors in state-dict order, each with where its bytes are."""
+        found = []
+        for (
+            name,
+            dtype,
+            shape,
+            digest,
+            nbytes,
+            pack_id,
+            offset,
+            checksum,
+            group,
+            view,
+        ) in self.execute(
+            'SELECT t.name, t.dtype, t.shape, t.digest, b.nbytes, b.pack_id, b."offset", '
+            "b.checksum, t.storage_group, t.storage_view FROM tensors t "
+            "JOIN blobs b ON b.digest = t.digest WHERE t.version_id = ? ORDER BY t.position",
+            (version_id,),
+        ):
+            dims = parse_json(shape)
+            shared = from_columns(group, parse_json(view), dims)
+            found.append(
+                Location(name, dtype, dims, digest, nbytes, pack_id, offset, checksum, shared)
+            )
+        return found
+
+    def version_metadata(self, version_id: int) -> tuple[Any, Any, Any]:
+        """(state_metadata, file_metadata, assumed_metadata) of a version, parsed JSON."""
+        rows = self.execute(
+            "SELECT state_metadata, file_metadata, assumed_metadata FROM versions WHERE id = ?",
+            (version_id,),
+        )
+        return tuple(parse_json(v) for v in rows[0]) if rows else (None, None, None)  # type: ignore[return-value]
+
+    def users_of(self, digests: Sequence[str]) -> dict[str, list[str]]:
+        """``name:version tensor`` for every use of each digest."""
+        found: dict[str, list[str]] = {d: [] for d in digests}
+        for chunk in chunks(list(digests)):
+            for digest, name, number, tensor in self.execute(
+                "SELECT t.digest, m.name, v.version, t.name FROM tensors t "
+                "JOIN versions v ON v.id = t.version_id JOIN models m ON m.id = v.model_id "
+                f"WHERE t.digest IN ({marks(len(chunk))}) ORDER BY m.name, v.version, t.position",
+                chunk,
+            ):
+                found[digest].append(f"{name}:{number} {tensor}")
+        return found
+
+    # -- what is stored -----------------------------------------------------------
+
+    def blobs_by_checksum(self, checksums: Iterable[str]) -> dict[str, list[StoredBlob]]:
+        """Stored blobs whose checksum is one of ``checksums``: candidates, not proof."""
+        found: dict[str, list[StoredBlob]] = {}
+        for chunk in chunks(sorted(set(checksums))):
+            for row in self.execute(
+                'SELECT digest, pack_id, "offset", nbytes, checksum FROM blobs '
+                f"WHERE checksum IN ({marks(len(chunk))})",
+                chunk,
+            ):
+                found.setdefault(row[4], []).append(StoredBlob(*row[:4]))
+        return found
+
+    def known_digests(self, digests: Sequence[str]) -> set[str]:
+        """Which of ``digests`` are stored."""
+        found: set[str] = set()
+        for chunk in chunks(list(digests)):
+            found.update(
+                d
+                for (d,) in self.execute(
+                    f"SELECT digest FROM blobs WHERE digest IN ({marks(len(chunk))})", chunk
+                )
+            )
+        return found
+
+    def all_blobs(self) -> list[tuple[StoredBlob, str | None]]:
+        """Every stored blob with its checksum, pack by pack in file order."""
+        return [
+            (StoredBlob(d, p, o, n), c)
+            for d, p, o, n, c in self.execute(
+                'SELECT digest, pack_id, "offset", nbytes, checksum FROM blobs '
+                'ORDER BY pack_id, "offset"'
+            )
+        ]
+
+    def blobs_without_checksum(self) -> list[StoredBlob]:
+        """Blobs stored before checksums existed (schema revision 0001), pack by pack."""
+        return [
+            StoredBlob(*row)
+            for row in self.execute(
+                'SELECT digest, pack_id, "offset", nbytes FROM blobs WHERE checksum IS NULL '
+                'ORDER BY pack_id, "offset"'
+            )
+        ]
+
+    def live_digests(self) -> set[str]:
+        """Digests some version's tensor uses."""
+        return {d for (d,) in self.execute("SELECT DISTINCT digest FROM tensors")}
+
+    def packs(self) -> dict[str, int]:
+        """Every pack the catalogue names, with its size in bytes."""
+        return {p: int(n) for p, n in self.execute("SELECT id, nbytes FROM packs")}
+
+    # -- recording (inside a write transaction) -------------------------------------
+
+    def add_pack(
+        self, pack_id: str, nbytes: int, blobs: Sequence[tuple[str, int, int, str | None]] = ()
+    ) -> None:
+        """Record a written pack and its blobs, as (digest, offset, nbytes, checksum).
+
+        A blob that a concurrent push stored first keeps its first location.
+        """
+        self.execute(
+            "INSERT INTO packs (id, nbytes, created_at) VALUES (?, ?, ?)",
+            (pack_id, nbytes, self.timestamp()),
+        )
+        self.execute_many(
+            'INSERT INTO blobs (digest, pack_id, "offset", nbytes, checksum) '
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+            [(d, pack_id, o, n, c) for d, o, n, c in blobs],
+        )
+
+    def heal_blobs(self, pack_id: str, blobs: Sequence[tuple[str, int, int, str]]) -> None:
+        """Point damaged stored tensors at good copies of their bytes in ``pack_id``.
+
+        ``blobs`` holds (digest, offset, nbytes, checksum): bytes a push wrote and
+        hashed to ``digest`` where the stored copy failed its byte check. Every version
+        using the digest reads the good bytes from then on.
+        """
+        self.execute_many(
+            'UPDATE blobs SET pack_id = ?, "offset" = ?, nbytes = ?, checksum = ? WHERE digest = ?',
+            [
+                (pack_id, offset, nbytes, checksum, digest)
+                for digest, offset, nbytes, checksum in blobs
+            ],
+        )
+
+    def move_blob(self, digest: str, pack_id: str, offset: int) -> None:
+        self.execute(
+            'UPDATE blobs SET pack_id = ?, "offset" = ? WHERE digest = ?', (pack_id, offset, digest)
+        )
+
+    def set_checksum(self, digest: str, checksum: str) -> None:
+        self.execute("UPDATE blobs SET checksum = ? WHERE digest = ?", (checksum, digest))
+
+    def delete_blobs(self, digests: Sequence[str]) -> None:
+        for chunk in chunks(list(digests)):
+            self.execute(f"DELETE FROM blobs WHERE digest IN ({marks(len(chunk))})", chunk)
+
+    def delete_pack_rows(self, pack_ids: Sequence[str]) -> None:
+        for chunk in chunks(list(pack_ids)):
+            self.execute(f"DELETE FROM packs WHERE id IN ({marks(len(chunk))})", chunk)

@@ -1,0 +1,196 @@
+"""Maintenance of the store: ``gc`` (collect unused tensors), ``verify`` (re-hash them),
+and the checksum backfill that ``registry db upgrade`` runs after migrating.
+
+Each works on the catalogue through the gateway and on packs through the ``Store``
+interface only. Must never import torch, ``api`` or ``cli``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..catalog.gateway import Gateway
+from ..catalog.rows import StoredBlob
+from ..errors import IntegrityError, StorageError
+from ..records import GcReport, Problem, VerifyReport
+from ..refs import parse_ref
+from ..storage import PackWritten, Store, checksum_many, sha256_many
+from ..storage.packs import layout, placeholder_names
+
+#: Files the catalogue does not know are left alone by gc until they are this old.
+GC_GRACE_SECONDS = 3600
+
+
+def gc(gateway: Gateway, store: Store, *, dry_run: bool = False) -> GcReport:
+    """Remove stored tensors that no version uses any more (see ``Registry.gc``).
+
+    The catalogue changes in one write transaction, committed after the rewritten
+    packs are durable and before any file is deleted.
+    """
+    with gateway.write() as catalog:
+        live = catalog.live_digests()
+        packs = catalog.packs()
+        by_pack: dict[str, list[tuple[StoredBlob, str | None]]] = {p: [] for p in packs}
+        for blob, checksum in catalog.all_blobs():
+            by_pack.setdefault(blob.pack_id, []).append((blob, checksum))
+        dead_blobs: list[str] = []
+        doomed: list[str] = []
+        rewrites: list[tuple[str, list[tuple[StoredBlob, str | None]]]] = []
+        freed = 0
+        for pack_id, nbytes in packs.items():
+            blobs = by_pack.get(pack_id, [])
+            keep = [(b, c) for b, c in blobs if b.digest in live]
+            dead_blobs += [b.digest for b, _ in blobs if b.digest not in live]
+            if not keep:
+                doomed.append(pack_id)
+                freed += nbytes
+            elif len(keep) < len(blobs):
+                rewrites.append((pack_id, keep))
+                sizes = [b.nbytes for b, _ in keep]
+                freed += nbytes - layout(placeholder_names(len(sizes)), sizes).nbytes
+        cutoff = time.time() - GC_GRACE_SECONDS
+        orphans = [
+            f
+            for f in store.list()
+            if (f.pack_id is None or f.pack_id not in packs) and f.mtime < cutoff
+        ]
+        freed += sum(f.size for f in orphans)
+        report = GcReport(
+            dry_run=dry_run,
+            bytes_freed=freed,
+            blobs_removed=len(dead_blobs),
+            packs_removed=len(doomed),
+            packs_rewritten=len(rewrites),
+            orphan_files_removed=len(orphans),
+        )
+        if dry_run:
+            return report
+        written: list[PackWritten] = []
+        try:
+            for pack_id, keep in rewrites:
+                new = _rewrite(store, pack_id, [b for b, _ in keep])
+                written.append(new)
+                catalog.add_pack(new.pack_id, new.nbytes)
+                for (blob, _), offset in zip(keep, new.offsets):
+                    catalog.move_blob(blob.digest, new.pack_id, offset)
+            catalog.delete_blobs(dead_blobs)
+            catalog.delete_pack_rows(doomed + [p for p, _ in rewrites])
+        except BaseException:
+            for new in written:
+                store.abandon(new)
+            raise
+    for pack_id in doomed + [p for p, _ in rewrites]:
+        store.delete(pack_id)
+    for orphan in orphans:
+        store.delete_file(orphan)
+    return report
+
+
+def _rewrite(store: Store, pack_id: str, keep: list[StoredBlob]) -> PackWritten:
+    """A new, durable pack with just ``keep``'s bytes from ``pack_id``, each re-checked
+    against its sha256 on the way (IntegrityError, and nothing changed, if one fails)."""
+    pack = store.open(pack_id)
+    new = store.start_pack([pack.view(b.offset, b.nbytes) for b in keep])
+    try:
+        new.wait()
+        bad = [b.digest for b, d in zip(keep, new.digests) if d != b.digest]
+    except BaseException:
+        store.abandon(new)
+        raise
+    if bad:
+        store.abandon(new)
+        base = (
+            f"pack {pack_id} holds {len(bad)} corrupt tensor"
+            f"{'s' if len(bad) != 1 else ''} (sha256:{bad[0][:12]}...); "
+            "gc stopped without changing anything"
+        )
+        raise IntegrityError(
+            f"{base}: verify() says which versions use them",
+            cli=f"{base}: `registry verify` says which versions use them",
+        )
+    return new
+
+
+def verify(gateway: Gateway, store: Store, ref: str | None = None) -> VerifyReport:
+    """Re-hash stored tensors (of one version, or all of them) against their sha256
+    and their checksum (see ``Registry.verify``)."""
+    checked_ref = None
+    with gateway.read() as catalog:
+        if ref is None:
+            blobs = catalog.all_blobs()
+            checked, checked_bytes = len(blobs), sum(b.nbytes for b, _ in blobs)
+        else:
+            version = catalog.resolve(parse_ref(ref))
+            checked_ref = f"{version.name}:{version.version}"
+            seen: dict[str, tuple[StoredBlob, str | None]] = {}
+            located = catalog.tensor_locations(version.id)
+            for loc in located:
+                seen.setdefault(
+                    loc.digest,
+                    (StoredBlob(loc.digest, loc.pack_id, loc.offset, loc.nbytes), loc.checksum),
+                )
+            blobs = list(seen.values())
+            # The user reads counts of the version's tensors, however they are stored.
+            checked, checked_bytes = len(located), sum(loc.nbytes for loc in located)
+    corrupt, missing = _check_blobs(store, blobs)
+    with gateway.read() as catalog:
+        users = catalog.users_of([b.digest for b in corrupt + missing])
+
+    def problems(found: list[StoredBlob], kind: str) -> list[Problem]:
+        return [Problem(b.digest, b.pack_id, kind, tuple(users.get(b.digest, ()))) for b in found]
+
+    return VerifyReport(
+        checked=checked,
+        checked_bytes=checked_bytes,
+        corrupt=problems(corrupt, "corrupt"),
+        missing=problems(missing, "missing"),
+        ref=checked_ref,
+    )
+
+
+def _check_blobs(
+    store: Store, blobs: list[tuple[StoredBlob, str | None]]
+) -> tuple[list[StoredBlob], list[StoredBlob]]:
+    """(corrupt, missing): bytes that fail their digest or checksum; packs gone or short."""
+    corrupt: list[StoredBlob] = []
+    missing: list[StoredBlob] = []
+    by_pack: dict[str, list[tuple[StoredBlob, str | None]]] = {}
+    for blob, checksum in blobs:
+        by_pack.setdefault(blob.pack_id, []).append((blob, checksum))
+    for pack_id, items in by_pack.items():
+        try:
+            pack = store.open(pack_id)
+        except StorageError:
+            missing += [b for b, _ in items]
+            continue
+        present = []
+        for blob, checksum in items:
+            if blob.offset + blob.nbytes > len(pack):
+                missing.append(blob)
+            else:
+                present.append((blob, checksum))
+        data = [pack.view(b.offset, b.nbytes) for b, _ in present]
+        for (blob, checksum), digest, fast in zip(present, sha256_many(data), checksum_many(data)):
+            if digest != blob.digest or (checksum and fast != checksum):
+                corrupt.append(blob)
+    return corrupt, missing
+
+
+def backfill_checksums(gateway: Gateway, store: Store) -> int:
+    """Fill in the checksum of every blob stored before revision 0002, read from the
+    store and checked against its sha256 first; returns how many were filled in."""
+    with gateway.write() as catalog:
+        blobs = catalog.blobs_without_checksum()
+        packs: dict[str, Any] = {}
+        for blob in blobs:
+            if blob.pack_id not in packs:
+                packs[blob.pack_id] = store.open(blob.pack_id)
+            data = packs[blob.pack_id].view(blob.offset, blob.nbytes)
+            if sha256_many([data])[0] != blob.digest:
+                raise IntegrityError(
+                    f"stored tensor sha256:{blob.digest[:12]} in pack {blob.pack_id} "
+                    "does not match its digest; the tensor store is corrupt"
+                )
+            catalog.set_checksum(blob.digest, checksum_many([data])[0])
+    return len(blobs)

@@ -1,0 +1,97 @@
+"""The Store interface: what the pipelines ask of wherever packs live.
+
+A *pack* is one immutable file of tensor bytes (``packs.py`` fixes its layout),
+written once by one push or gc rewrite and never changed. The push, read and
+maintenance pipelines use only the operations below, so a store backed by an object
+store can sit behind them without either pipeline changing:
+
+- ``start_pack(buffers, progress)`` writes a new pack, hashing each buffer on the
+  way, and returns a :class:`PackWritten` whose ``wait()`` returns once the pack is
+  durable under its final name (the caller commits catalogue rows only after that);
+- ``abandon(written)`` removes a pack the catalogue will not name;
+- ``open(pack_id)`` gives a :class:`PackReader` whose ``view(offset, nbytes)`` is a
+  bounds-checked, read-only-to-the-store view of a byte range;
+- ``list()`` names every pack and unfinished upload/temporary file in the store;
+- ``delete(pack_id)`` / ``delete_file(stored)`` remove one.
+
+Nothing here imports torch, the catalogue or SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import StorageError
+
+
+@dataclass(frozen=True)
+class PackWritten:
+    """A written pack: its id, size in bytes, and each blob's sha256 and byte offset.
+
+    Its bytes are all written when this exists; ``wait()`` returns once they are also
+    durable under the pack's final name.
+    """
+
+    pack_id: str
+    nbytes: int
+    digests: list[str]
+    offsets: list[int]
+    sealed: Future[None] = field(repr=False, compare=False)
+
+    def wait(self) -> None:
+        """Block until the pack is durable; raises StorageError if that failed."""
+        self.sealed.result()
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file (or object) in the store: a pack (``pack_id`` set) or an unfinished one.
+
+    ``key`` is what ``Store.delete_file`` takes; ``mtime`` is seconds since the epoch.
+    """
+
+    pack_id: str | None
+    key: str
+    size: int
+    mtime: float
+
+
+class PackReader(Protocol):
+    """An opened pack: byte ranges of it as memoryviews."""
+
+    pack_id: str
+
+    def __len__(self) -> int: ...
+
+    def view(self, offset: int, nbytes: int) -> memoryview:
+        """``nbytes`` bytes at ``offset``; StorageError if the pack is shorter."""
+        ...
+
+
+class Store(Protocol):
+    """Where packs live (see the module docstring for the contract of each operation)."""
+
+    def start_pack(
+        self, buffers: Sequence[memoryview], progress: Callable[[int], None] | None = None
+    ) -> PackWritten: ...
+
+    def abandon(self, written: PackWritten) -> None: ...
+
+    def open(self, pack_id: str) -> PackReader: ...
+
+    def list(self) -> list[StoredFile]: ...
+
+    def delete(self, pack_id: str) -> None: ...
+
+    def delete_file(self, stored: StoredFile) -> None: ...
+
+
+def checked_range(pack_id: str, size: int, offset: int, nbytes: int) -> None:
+    """Raise StorageError unless ``offset .. offset + nbytes`` lies in a pack of ``size``."""
+    if offset < 0 or nbytes < 0 or offset + nbytes > size:
+        raise StorageError(
+            f"pack {pack_id} is truncated: needs bytes {offset}..{offset + nbytes}, has {size}"
+        )
