@@ -1,11 +1,17 @@
-"""Architectures made known by code: the ``@architecture`` decorator and entry points.
+"""Which architecture names exist before anything is built, and who may claim a name.
 
-Torch-free, so ``import registry`` stays light. Two ways to make a name resolvable:
+Three kinds of name: torchvision's (built in; nothing may shadow them), names
+registered in code, and plugins' entry points. Two ways to make a name resolvable:
 
 - in code: ``@registry.architecture("tinynet")`` on an ``nn.Module`` class or a
   factory function, or ``registry.register_architecture("tinynet", builder)``;
 - from an installed package: an entry point in the ``registry.architectures`` group,
   ``tinynet = "mypkg.models:TinyNet"``; loaded only when its name is asked for.
+
+The bottom of the architecture layer: ``registry/__init__.py`` imports it, so it must
+never import torch, torchvision or ``registry.architectures`` at module level (the
+catalogue-only commands stay torch-free); torchvision is imported only inside
+:func:`torchvision_names`, when a name is checked against it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 from .errors import InvalidArgumentError
@@ -36,6 +42,19 @@ class Registered:
 _REGISTERED: dict[str, Registered] = {}
 
 
+@lru_cache(maxsize=1)
+def torchvision_names() -> tuple[str, ...]:
+    """Every torchvision architecture name, sorted (imports torchvision, once)."""
+    import torchvision.models
+
+    return tuple(sorted(torchvision.models.list_models()))
+
+
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` is a torchvision architecture (which nothing may shadow)."""
+    return name in torchvision_names()
+
+
 def validate_arch_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidArgumentError(
@@ -50,8 +69,6 @@ def register_architecture(name: str, builder: B) -> B:
     validate_arch_name(name)
     if not callable(builder):
         raise InvalidArgumentError(f"the builder for {name!r} must be callable")
-    from .architectures import is_builtin
-
     if is_builtin(name):
         raise InvalidArgumentError(
             f"{name!r} is a torchvision architecture: versions stored under that name must "
