@@ -15,6 +15,10 @@ the two adjustments a user would make by hand, each said in a note:
 Weights that carry no module versions (``_metadata``: a .safetensors file, a plain
 dict) are checked as torch checks them, without any; where the architecture refuses
 that, its current module versions are assumed and recorded, and a note says which.
+
+The push pipeline's check-and-match step, one floor above ``registry.architectures``
+(whose names, builds and torch verdicts it uses) and ``metadata``; it must never be
+imported by them, nor import the catalogue, storage or ``api``.
 """
 
 from __future__ import annotations
@@ -201,24 +205,37 @@ def _fit_prefixes(
             )
     assert best is not None
     _overlap, refusal, attempt, shapes, prefix = best
-    label = architecture.label(attempt)
+    raise _refusal(architecture, refusal, attempt, shapes, prefix, prefixes, suggest)
+
+
+def _refusal(
+    architecture: Architecture,
+    refusal: Misfit,
+    kwargs: dict[str, Any],
+    shapes: dict[str, list[int]],
+    prefix: str,
+    prefixes: list[str],
+    suggest: bool,
+) -> ArchitectureMismatchError:
+    """torch's refusal of the closest attempt, with what else was tried and what fits."""
+    label = architecture.label(kwargs)
     if prefix:
         label += f" (keys without their {prefix!r} prefix)"
-    hint = architectures.num_classes_hint(architecture, attempt, shapes)
+    hint = architectures.num_classes_hint(architecture, kwargs, shapes)
     others = [p for p in prefixes if p and p != prefix]
     if others:
         hint += f"; removing {', '.join(map(repr, others))} did not make them fit either"
     if prefix and "" in prefixes:
         hint += "; nor do the keys as they are"
     if suggest:
-        others = architectures.exact_fits(shapes, architecture.name)
-        if others:
+        fits = architectures.exact_fits(shapes, architecture.name)
+        if fits:
             hint += (
                 "; they fit "
-                + " and ".join(f"{m.name}({format_kwargs(m.arch_kwargs)})" for m in others)
+                + " and ".join(f"{m.name}({format_kwargs(m.arch_kwargs)})" for m in fits)
                 + " exactly"
             )
-    raise refusal.error(label, hint)
+    return refusal.error(label, hint)
 
 
 def _fit_metadata(
