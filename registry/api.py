@@ -23,7 +23,7 @@ from . import config
 from .catalog.gateway import Gateway
 from .catalog.versions import SORTS
 from .errors import InvalidArgumentError
-from .keyvalue import parse_date, validate_tags
+from .keyvalue import check_description, parse_date, validate_tags
 from .records import Diff, Event, GcReport, ModelVersion, VerifyReport
 from .refs import parse_ref, validate_alias, validate_name
 from .storage import LocalStore, Store
@@ -34,10 +34,6 @@ if TYPE_CHECKING:
 
     from .architectures import Match
     from .pipelines.bundle_file import ExportReport, ImportReport
-
-#: Kept for callers that read them here; the pipelines own them.
-PULL_FORMATS = ("pth", "safetensors")
-VERIFY_MODES = (True, False, "sha256")
 
 
 class Registry:
@@ -217,7 +213,7 @@ class Registry:
         from .pipelines import organise
 
         parsed = parse_ref(ref)
-        _check_description(description, clearing="describe(ref, None)")
+        check_description(description, clearing="describe(ref, None)")
         return organise.describe(self._gateway, parsed, description)
 
     def tag(self, ref: str, tags: Mapping[str, Any]) -> ModelVersion:
@@ -307,7 +303,6 @@ class Registry:
             description=description,
             parent=parent,
             strip_prefix=strip_prefix,
-            check_description=_check_description,
         )
         self._gateway.ensure_ready()
         pending = provenance.start(source)  # git answers while the weights are read
@@ -546,15 +541,3 @@ def _filters(
         "since": parse_date(since, "since"),
         "before": parse_date(before, "before"),
     }
-
-
-def _check_description(description: Any, *, clearing: str | None = None) -> None:
-    """A description is None or text with something in it."""
-    if description is not None and not isinstance(description, str):
-        raise InvalidArgumentError("description must be a string or None")
-    if description is not None and not description.strip():
-        how = f": to remove one, {clearing}" if clearing else ""
-        raise InvalidArgumentError(
-            f"an empty description says nothing{how}",
-            cli=f"an empty description says nothing{': to remove one, use --clear' if clearing else ''}",
-        )

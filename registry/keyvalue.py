@@ -138,3 +138,16 @@ def parse_date(value: datetime | str | None, label: str) -> datetime | None:
     if not isinstance(value, datetime):
         raise InvalidArgumentError(f"{label} must be a datetime or an ISO 8601 string")
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def check_description(description: Any, *, clearing: str | None = None) -> None:
+    """A description is None or text with something in it (else InvalidArgumentError;
+    ``clearing`` says how to remove one instead)."""
+    if description is not None and not isinstance(description, str):
+        raise InvalidArgumentError("description must be a string or None")
+    if description is not None and not description.strip():
+        how = f": to remove one, {clearing}" if clearing else ""
+        raise InvalidArgumentError(
+            f"an empty description says nothing{how}",
+            cli=f"an empty description says nothing{': to remove one, use --clear' if clearing else ''}",
+        )

@@ -352,6 +352,52 @@ def _text(value: Any, field: str, optional: bool = False) -> Any:
     return value
 
 
+def _parse_tensors(
+    label: str, raw_tensors: Any, sizes: Mapping[str, int], digest: str
+) -> tuple[list[tuple[str, str, list[int], str, int]], list[Shared | None]]:
+    """A version's tensor table, each entry checked against the blobs the bundle has,
+    and the version digest checked against the table: (tensors, storage places)."""
+    tensors = []
+    shared: list[Shared | None] = []
+    seen: set[str] = set()
+    if not isinstance(raw_tensors, list) or not raw_tensors:
+        raise ValueError(f"{label}: tensors must be a non-empty list")
+    for item in raw_tensors:
+        if not isinstance(item, list) or len(item) not in (5, 6):
+            raise ValueError(f"{label}: each tensor must be a list of 5 or 6 fields")
+        tname, dtype, shape, tdigest, nbytes = item[:5]
+        place = item[5] if len(item) == 6 else None
+        _text(tname, "tensor name")
+        if tname in seen:
+            raise ValueError(f"{label}: tensor {tname!r} appears twice")
+        seen.add(tname)
+        if dtype not in DTYPE_SIZES:
+            raise ValueError(f"{label}: unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape):
+            raise ValueError(f"{label}: bad shape for {tname!r}")
+        count = 1
+        for d in shape:
+            count *= d
+        if type(nbytes) is not int or nbytes != count * DTYPE_SIZES[dtype]:
+            raise ValueError(f"{label}: size of {tname!r} does not match its shape")
+        if not isinstance(tdigest, str) or tdigest not in sizes:
+            raise ValueError(f"{label}: tensor {tname!r} uses a blob the bundle lacks")
+        if sizes[tdigest] != nbytes:
+            raise ValueError(f"{label}: blob of {tname!r} has the wrong size")
+        shared.append(_place(place, f"{label}: storage of {tname!r}"))
+        tensors.append((tname, dtype, shape, tdigest, nbytes))
+    names = [t[0] for t in tensors]
+    shapes = [t[2] for t in tensors]
+    try:
+        check_groups([t[1] for t in tensors], shapes, shared)
+    except ValueError as exc:
+        raise ValueError(f"{label}: {exc}") from None
+    terms = manifest_terms(names, shared)
+    if manifest_digest((*t[:4], term) for t, term in zip(tensors, terms)) != digest:
+        raise ValueError(f"{label}: digest does not match its tensor table")
+    return tensors, shared
+
+
 def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
     if not isinstance(entry, dict):
         raise TypeError("each version must be an object")
@@ -362,45 +408,7 @@ def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
     digest = _text(entry["digest"], "digest")
     if not _HEX64.fullmatch(digest):
         raise ValueError(f"{name}:{number}: digest is not a sha256")
-    tensors = []
-    shared: list[Shared | None] = []
-    seen: set[str] = set()
-    raw_tensors = entry["tensors"]
-    if not isinstance(raw_tensors, list) or not raw_tensors:
-        raise ValueError(f"{name}:{number}: tensors must be a non-empty list")
-    for item in raw_tensors:
-        if not isinstance(item, list) or len(item) not in (5, 6):
-            raise ValueError(f"{name}:{number}: each tensor must be a list of 5 or 6 fields")
-        tname, dtype, shape, tdigest, nbytes = item[:5]
-        place = item[5] if len(item) == 6 else None
-        _text(tname, "tensor name")
-        if tname in seen:
-            raise ValueError(f"{name}:{number}: tensor {tname!r} appears twice")
-        seen.add(tname)
-        if dtype not in DTYPE_SIZES:
-            raise ValueError(f"{name}:{number}: unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape):
-            raise ValueError(f"{name}:{number}: bad shape for {tname!r}")
-        count = 1
-        for d in shape:
-            count *= d
-        if type(nbytes) is not int or nbytes != count * DTYPE_SIZES[dtype]:
-            raise ValueError(f"{name}:{number}: size of {tname!r} does not match its shape")
-        if not isinstance(tdigest, str) or tdigest not in sizes:
-            raise ValueError(f"{name}:{number}: tensor {tname!r} uses a blob the bundle lacks")
-        if sizes[tdigest] != nbytes:
-            raise ValueError(f"{name}:{number}: blob of {tname!r} has the wrong size")
-        shared.append(_place(place, f"{name}:{number}: storage of {tname!r}"))
-        tensors.append((tname, dtype, shape, tdigest, nbytes))
-    names = [t[0] for t in tensors]
-    shapes = [t[2] for t in tensors]
-    try:
-        check_groups([t[1] for t in tensors], shapes, shared)
-    except ValueError as exc:
-        raise ValueError(f"{name}:{number}: {exc}") from None
-    terms = manifest_terms(names, shared)
-    if manifest_digest((*t[:4], term) for t, term in zip(tensors, terms)) != digest:
-        raise ValueError(f"{name}:{number}: digest does not match its tensor table")
+    tensors, shared = _parse_tensors(f"{name}:{number}", entry["tensors"], sizes, digest)
     aliases = entry.get("aliases") or []
     if not isinstance(aliases, list):
         raise TypeError(f"{name}:{number}: aliases must be a list")

@@ -34,32 +34,19 @@ def add_to_existing(
     phrase per change, one per conflict kept, and the changes as a dict (``tags``,
     ``description``, ``parent``) for the event that records them.
     """
-    ref = f"{existing.name}:{existing.version}"
-    conflicts: list[str] = []
-    python_fix: list[str] = []
-    cli_fix: list[str] = []
-    stored_kwargs = dict(parse_json(existing.arch_kwargs) or {})
-    if arch is not None and (existing.arch, stored_kwargs) != (arch[0], dict(arch[1])):
-        conflicts.append(
-            f"its architecture is {existing.arch}({format_kwargs(stored_kwargs)}), "
-            f"not {arch[0]}({format_kwargs(arch[1])})"
-        )
-    new_description = description if existing.description is None else None
+    stored_tags = catalog.tags_of(existing.id)
+    conflicts, python_fix, cli_fix = [], [], []
+    if arch is not None:
+        conflicts += _arch_conflict(existing, arch)
     if description is not None and existing.description not in (None, description):
         conflicts.append(f"its description is {existing.description!r}, not {description!r}")
         python_fix.append("change it with describe()")
         cli_fix.append("change it with `registry describe`")
     parent_id = None
     if parent is not None and existing.parent_id != parent[1]:
-        if existing.parent_id is not None:
-            conflicts.append(
-                f"its parent is {catalog.version_ref(existing.parent_id)}, not {parent[0]}"
-            )
-        elif parent[1] == existing.id or existing.id in catalog.ancestors(parent[1]):
-            conflicts.append(f"{parent[0]} descends from it, so it cannot be its parent")
-        else:
-            parent_id = parent[1]
-    stored_tags = catalog.tags_of(existing.id)
+        conflict = _parent_conflict(catalog, existing, parent)
+        conflicts += conflict
+        parent_id = None if conflict else parent[1]
     clashing = [k for k, v in tags.items() if k in stored_tags and stored_tags[k] != v]
     if clashing:
         conflicts.append(
@@ -71,11 +58,15 @@ def add_to_existing(
         if len(python_fix) < len(conflicts):  # an architecture or a parent: fixed for good
             python_fix.append("to record those, push under another name=")
             cli_fix.append("to record those, push under another --name")
-        base = f"identical weights are already stored as {ref}, but " + "; ".join(conflicts)
+        base = (
+            f"identical weights are already stored as {existing.name}:{existing.version}, but "
+            + "; ".join(conflicts)
+        )
         raise ConflictError(
             f"{base}; nothing was changed ({'; '.join(python_fix)})",
             cli=f"{base}; nothing was changed ({'; '.join(cli_fix)})",
         )
+    new_description = description if existing.description is None else None
     new_tags = {k: v for k, v in tags.items() if k not in stored_tags}
     catalog.add_tags(existing.id, new_tags)
     if new_description is not None:
@@ -93,3 +84,22 @@ def add_to_existing(
         added["parent"] = parent[0]
         changed.append(f"parent {parent[0]}")
     return tuple(changed), tuple(conflicts), added
+
+
+def _arch_conflict(existing: VersionRow, arch: tuple[str, Mapping[str, Any]]) -> list[str]:
+    stored = dict(parse_json(existing.arch_kwargs) or {})
+    if (existing.arch, stored) == (arch[0], dict(arch[1])):
+        return []
+    return [
+        f"its architecture is {existing.arch}({format_kwargs(stored)}), "
+        f"not {arch[0]}({format_kwargs(arch[1])})"
+    ]
+
+
+def _parent_conflict(catalog: Catalog, existing: VersionRow, parent: tuple[str, int]) -> list[str]:
+    """Why ``parent`` cannot become the version's parent (empty when it can)."""
+    if existing.parent_id is not None:
+        return [f"its parent is {catalog.version_ref(existing.parent_id)}, not {parent[0]}"]
+    if parent[1] == existing.id or existing.id in catalog.ancestors(parent[1]):
+        return [f"{parent[0]} descends from it, so it cannot be its parent"]
+    return []

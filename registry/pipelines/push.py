@@ -30,7 +30,7 @@ from ..catalog.gateway import Catalog, Gateway
 from ..catalog.history import PUSH_KEYS
 from ..catalog.rows import Contention, StoredBlob, VersionRow
 from ..errors import InvalidArgumentError
-from ..keyvalue import validate_arch_kwargs, validate_tags
+from ..keyvalue import check_description, validate_arch_kwargs, validate_tags
 from ..records import ModelVersion, PushReport
 from ..refs import parse_ref, validate_name
 from ..storage import PackReader, PackWritten, Store, checksum_many, manifest_digest, same_bytes
@@ -102,7 +102,6 @@ def check_request(
     description: str | None,
     parent: str | None,
     strip_prefix: str | None,
-    check_description: Callable[[Any], None],
 ) -> Request:
     """Validate everything before a byte is read; InvalidArgumentError says what is wrong."""
     if isinstance(source, (str, os.PathLike)):
