@@ -468,11 +468,10 @@ def test_configuration_and_missing_files_are_one_line(home: Path, tmp_path: Path
 
 def test_first_identification_says_so_once(home: Path, weights, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch):
-    from registry import architectures
+    from registry import architectures, plugins
 
     monkeypatch.setenv("REGISTRY_CACHE_DIR", str(tmp_path / "fresh-cache"))
-    monkeypatch.setattr(architectures, "_torchvision_names",
-                        lambda: ("resnet18", "resnet34", "alexnet"))
+    monkeypatch.setattr(plugins, "torchvision_names", lambda: ("resnet18", "resnet34", "alexnet"))
     architectures._torchvision_signatures.cache_clear()
     try:
         first = CliRunner().invoke(cli, ["identify", str(weights["base"])])
