@@ -1,14 +1,17 @@
-"""The Python API: :class:`Registry`, a thin facade with one unit of work per call.
+"""The Python API: :class:`Registry`, a thin facade over the pipelines.
 
-Each method checks its arguments and delegates to a pipeline (``registry.pipelines``):
-``push``, ``read`` (load, load_state_dict, diff, pull), ``organise`` (tags, aliases,
-descriptions, removal), ``maintenance`` (gc, verify) and ``bundles`` (export, import).
-The catalogue is reached only through ``catalog.gateway.Gateway`` and the tensor
-store only through the ``storage.Store`` interface.
+Each method checks its arguments and delegates. Reads of the catalogue (``get``,
+``list``, ``count``, ``lineage``, ``children``, ``log``) are a few gateway calls in one
+read transaction; the rest is a pipeline (``registry.pipelines``): ``push``, ``read``
+(load, load_state_dict, load_into, diff, pull), ``organise`` (tags, aliases,
+descriptions, removal), ``maintenance`` (gc, verify) and ``bundles`` (export,
+import). The catalogue is reached only through ``catalog.gateway.Gateway`` and the
+tensor store only through the ``storage.Store`` interface.
 
-torch is imported only by the calls that move weights (push, pull, load), and
-SQLAlchemy only for PostgreSQL and schema changes: the metadata commands on a
-SQLite catalogue start in a fraction of the time.
+torch is imported only by the calls that read or write weights (push, the loads,
+diff, pull, export, import, identify, architectures). The metadata calls on an
+existing ``sqlite:///PATH`` catalogue import neither torch nor SQLAlchemy, so the
+commands built on them start in a fraction of the time.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config
-from .catalog.gateway import Gateway
-from .catalog.versions import SORTS
+from .catalog.gateway import SORTS, Gateway
 from .errors import InvalidArgumentError
 from .keyvalue import check_description, parse_date, validate_tags
 from .records import Diff, Event, GcReport, ModelVersion, VerifyReport
@@ -39,7 +41,8 @@ if TYPE_CHECKING:
 class Registry:
     """A model registry: a catalogue database plus a content-addressed tensor store.
 
-    ``Registry()`` uses ``REGISTRY_HOME`` (default ``~/.local/share/registry``);
+    ``Registry()`` uses ``REGISTRY_HOME`` (default ``$XDG_DATA_HOME/registry``, else
+    ``~/.local/share/registry``);
     ``home=``, ``database_url=`` and ``storage_url=`` override the environment.
     """
 
@@ -456,7 +459,7 @@ class Registry:
         """Write the versions ``refs`` name, with every tensor they use, to a tar bundle.
 
         Each tensor is checked against its sha256 on the way out. ``progress`` is
-        called with the number of bytes of each tensor written. An existing file is
+        called with the number of bytes of each distinct stored tensor written. An existing file is
         replaced only with ``overwrite=True`` (else :class:`OutputExistsError`, raised
         before anything is read).
         """

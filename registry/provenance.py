@@ -38,7 +38,7 @@ class Provenance:
     git_dirty: bool | None
 
     def columns(self) -> dict[str, Any]:
-        """The catalogue's column names for these values (``queries.add_version`` keywords)."""
+        """The catalogue's column names for these values (keys of the row ``Catalog.add_version`` inserts)."""
         return {
             "pushed_by": self.user,
             "pushed_host": self.host,

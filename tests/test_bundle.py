@@ -36,12 +36,24 @@ def source(reg: Registry) -> dict:
     """base:1, base:2 (num_classes=10, tags, alias, description), tuned:1 (child of base:2)."""
     reg.push(sq_state(1), "base", arch=SQ)
     base = sq_state(2, num_classes=10)
-    reg.push(base, "base", arch=SQ, arch_kwargs={"num_classes": 10}, tags={"stage": "prod"},
-             description="the base")
+    reg.push(
+        base,
+        "base",
+        arch=SQ,
+        arch_kwargs={"num_classes": 10},
+        tags={"stage": "prod"},
+        description="the base",
+    )
     reg.alias("base:2", "prod")
     tuned = tuned_from(base)
-    reg.push(tuned, "tuned", arch=SQ, arch_kwargs={"num_classes": 10}, parent="base:2",
-             tags={"task": "x"})
+    reg.push(
+        tuned,
+        "tuned",
+        arch=SQ,
+        arch_kwargs={"num_classes": 10},
+        parent="base:2",
+        tags={"task": "x"},
+    )
     reg.alias("tuned:1", "candidate")
     return {"base:2": base, "tuned:1": tuned}
 
@@ -65,9 +77,25 @@ def files_under(root: Path) -> set[str]:
 
 
 def same_metadata(a, b) -> None:
-    for field in ("name", "digest", "arch", "arch_kwargs", "description", "tags", "aliases",
-                  "param_count", "total_bytes", "tensor_count", "tensors", "pushed_by",
-                  "pushed_host", "source_path", "git_commit", "git_dirty", "registry_version"):
+    for field in (
+        "name",
+        "digest",
+        "arch",
+        "arch_kwargs",
+        "description",
+        "tags",
+        "aliases",
+        "param_count",
+        "total_bytes",
+        "tensor_count",
+        "tensors",
+        "pushed_by",
+        "pushed_host",
+        "source_path",
+        "git_commit",
+        "git_dirty",
+        "registry_version",
+    ):
         assert getattr(a, field) == getattr(b, field), field
     # The import is b's creation here; when a was created is kept as its origin.
     assert b.origin_created_at == (a.origin_created_at or a.created_at)
@@ -233,8 +261,9 @@ def test_rewritten_bundle_still_imports(source, bundle: Path, other: Registry, t
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_bundles_import_nothing(case: str, bundle: Path, other: Registry, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch):
+def test_hostile_bundles_import_nothing(
+    case: str, bundle: Path, other: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     bad = tmp_path / "bad" / "inner" / "bad.tar"
     bad.parent.mkdir(parents=True)
     write_members(bad, HOSTILE[case](read_members(bundle)))
@@ -272,3 +301,46 @@ def test_export_and_import_commands(home: Path, source, tmp_path: Path):
     assert refused.stderr.startswith("Error: ") and len(refused.stderr.strip().splitlines()) == 1
     with Registry(home=tmp_path / "cli-third") as third:
         assert third.list() == []
+
+
+def test_an_old_origin_date_keeps_list_log_and_filters_working(
+    bundle: Path, other: Registry, tmp_path: Path
+):
+    """Dates before year 1000 are stored with a four-digit year (as SQLAlchemy writes
+    them), so they read back, sort and filter like any other."""
+    from datetime import datetime, timezone
+
+    old = tmp_path / "old.tar"
+    write_members(
+        old,
+        first_version(lambda v: v.update(origin_created_at="0999-01-02T03:04:05+00:00"))(
+            read_members(bundle)
+        ),
+    )
+    report = other.import_bundle(old)
+    first = report.versions[0][1]
+    assert other.get(first).origin_created_at == datetime(999, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert first in [v.ref for v in other.list()]
+    pushes = [e for e in other.log(first) if e.kind == "import"]
+    assert pushes and pushes[0].after["origin_created_at"].startswith("0999-01-02")
+    assert other.list(before="1000-01-01") == []  # created_at is the import's own time
+
+
+def test_only_what_a_concurrent_writer_causes_is_retried():
+    """A foreign key or unique clash is Contention (the pipelines start over); any other
+    violation is a plain CatalogError that no retry would cure."""
+    import sqlite3
+
+    from registry.catalog.rows import Contention, _as_catalog_error
+    from registry.errors import CatalogError
+
+    fk = _as_catalog_error(sqlite3.IntegrityError("FOREIGN KEY constraint failed"))
+    unique = _as_catalog_error(
+        sqlite3.IntegrityError("UNIQUE constraint failed: versions.model_id, versions.digest")
+    )
+    not_null = _as_catalog_error(
+        sqlite3.IntegrityError("NOT NULL constraint failed: versions.arch")
+    )
+    assert isinstance(fk, Contention) and isinstance(unique, Contention)
+    assert isinstance(not_null, CatalogError) and not isinstance(not_null, Contention)
+    assert "try again" not in str(not_null)

@@ -119,7 +119,7 @@ def test_two_processes_push_at_once_on_postgres(postgres, tmp_path: Path):
 
 
 def test_organising_on_postgres(postgres, tmp_path: Path, resnet18_state):
-    """The hand-written catalogue SQL (reader.py) on PostgreSQL: edits, search, gc, bundles."""
+    """The catalogue's SQL (registry/catalog/) on PostgreSQL: edits, search, gc, bundles."""
     from collections import OrderedDict
     from datetime import datetime, timedelta, timezone
 

@@ -22,16 +22,8 @@ class BlobQueries(Statements):
     # -- a version's tensors ------------------------------------------------------
 
     def tensor_infos(self, version_id: int) -> tuple[TensorInfo, ...]:
-        found = []
-        for name, dtype, shape, digest, nbytes, group, view in self.execute(
-            "SELECT name, dtype, shape, digest, nbytes, storage_group, storage_view "
-            "FROM tensors WHERE version_id = ? ORDER BY position",
-            (version_id,),
-        ):
-            dims = parse_json(shape)
-            shared = from_columns(group, parse_json(view), dims)
-            found.append(TensorInfo(name, dtype, tuple(dims), digest, nbytes, shared))
-        return tuple(found)
+        """The version's tensor table in state-dict order."""
+        return tuple(location.info() for location in self.tensor_locations(version_id))
 
     def tensor_locations(self, version_id: int) -> list[Location]:
         """The version's tensors in state-dict order, each with where its bytes are."""

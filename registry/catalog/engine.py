@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ..config import SQLITE_BUSY_TIMEOUT_S
 from ..errors import ConfigurationError
+from .rows import SQLITE_PRAGMAS
 
 _BEGIN_OPTION = "registry_sqlite_begin"
 
@@ -44,8 +45,8 @@ def make_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine, "begin")

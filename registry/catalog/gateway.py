@@ -10,7 +10,10 @@ grouped by concern (``versions``, ``blobs``, ``labels``, ``history``).
   the write lock up front (``BEGIN IMMEDIATE``), so concurrent writers queue instead
   of failing.
 - PostgreSQL is reached through the SQLAlchemy engine's raw DB-API connection
-  (``engine.py``); ``FOR UPDATE`` row locks serialise what SQLite's lock does.
+  (``engine.py``). Reads run at REPEATABLE READ (one snapshot, as on SQLite); writes
+  at READ COMMITTED, where ``next_version`` locks the model's row so that concurrent
+  pushes to one name queue, and a constraint a concurrent writer's row violates
+  raises :class:`Contention`. Other databases are refused.
 - The schema is checked once per gateway with one plain query; only a database at
   another revision (or a new one) goes through SQLAlchemy and Alembic (``schema.py``).
 - Looking at a SQLite registry that does not exist creates nothing: reads answer from
@@ -30,13 +33,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .. import config
-from ..errors import CatalogError
+from ..errors import CatalogError, ConfigurationError
 from . import revision as schema_revision
 from .blobs import BlobQueries
 from .history import HistoryQueries
 from .labels import LabelQueries
-from .rows import Contention
-from .versions import VersionQueries
+from .rows import SQLITE_PRAGMAS, Contention, Location, StoredBlob, VersionRow, first_line
+from .versions import SORTS, VersionQueries
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -103,8 +106,7 @@ class Gateway:
             with catalog.transaction(write):
                 yield catalog
         except errors as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CatalogError(f"catalogue database error: {detail}") from None
+            raise CatalogError(f"catalogue database error: {first_line(exc)}") from None
         finally:
             connection.close()
 
@@ -124,9 +126,8 @@ class Gateway:
                 connection = sqlite3.connect(
                     self._sqlite_path, timeout=config.SQLITE_BUSY_TIMEOUT_S, isolation_level=None
                 )
-                connection.execute("PRAGMA foreign_keys=ON")
-                connection.execute("PRAGMA case_sensitive_like=ON")  # as on PostgreSQL
-                connection.execute("PRAGMA synchronous=FULL")
+                for pragma in SQLITE_PRAGMAS:
+                    connection.execute(pragma)
             except sqlite3.Error as exc:
                 raise CatalogError(
                     f"cannot open the catalogue database {self._sqlite_path}: {exc}"
@@ -134,19 +135,28 @@ class Gateway:
             return connection, errors, self._catalog(connection, sqlite3), False
         from sqlalchemy.exc import SQLAlchemyError
 
+        dialect = self.engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            raise ConfigurationError(
+                f"the catalogue runs on SQLite or PostgreSQL, not {dialect}: "
+                "set REGISTRY_DATABASE_URL to a sqlite:/// or postgresql+psycopg:// URL"
+            )
         dbapi = self.engine.dialect.loaded_dbapi
         try:
             connection = self.engine.raw_connection()
         except (dbapi.Error, SQLAlchemyError) as exc:  # the server is down, refuses us, ...
             detail = "; ".join(line.strip() for line in str(getattr(exc, "orig", exc)).splitlines())
             raise CatalogError(f"cannot open the catalogue database: {detail}") from None
-        return connection, (dbapi.Error,), self._catalog(connection, dbapi), False
+        return (
+            connection,
+            (dbapi.Error,),
+            self._catalog(connection, dbapi, sqlite=dialect == "sqlite"),
+            False,
+        )
 
     @staticmethod
-    def _catalog(connection: Any, dbapi: Any) -> Catalog:
-        return Catalog(
-            connection, sqlite=dbapi.paramstyle == "qmark", integrity=dbapi.IntegrityError
-        )
+    def _catalog(connection: Any, dbapi: Any, sqlite: bool = True) -> Catalog:
+        return Catalog(connection, sqlite=sqlite, integrity=dbapi.IntegrityError)
 
     # -- the schema -----------------------------------------------------------------
 
@@ -199,4 +209,12 @@ class Gateway:
         return result
 
 
-__all__ = ["Catalog", "Contention", "Gateway"]
+__all__ = [
+    "SORTS",
+    "Catalog",
+    "Contention",
+    "Gateway",
+    "Location",
+    "StoredBlob",
+    "VersionRow",
+]

@@ -125,6 +125,29 @@ class HistoryQueries(Statements):
             after=jsonable(after),
         )
 
+    def record_push(
+        self,
+        version: VersionRow,
+        facts: Mapping[str, Any],
+        *,
+        actor: tuple[str, str | None],
+    ) -> Event:
+        """The push that made ``version``, as it was (its parent then, whatever happens
+        to the parent later): the PUSH_KEYS of ``facts``, dated when the row was made."""
+        after = {key: value for key, value in facts.items() if key in PUSH_KEYS}
+        return self.record_event("push", version, None, after, actor=actor, at=version.created_at)
+
+    def record_removal(
+        self, version: VersionRow, record: ModelVersion, children: list[VersionRow]
+    ) -> Event:
+        """The removal of ``version``: what it was (SNAPSHOT_KEYS of its ``record``) and
+        the children that lose their parent with it, from which its push can be told
+        once the row is gone."""
+        snapshot = version_snapshot(record)
+        if children:
+            snapshot["children"] = [f"{c.name}:{c.version}" for c in children]
+        return self.record_event("remove", version, snapshot, None)
+
     def events(
         self, name: str | None = None, version: int | None = None, *, limit: int | None = None
     ) -> list[Event]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import CatalogError
-from ..records import PROVENANCE_FIELDS, Shared
+from ..records import PROVENANCE_FIELDS, Shared, TensorInfo
 
 #: Bound parameters per IN (...) list; SQLite's default limit is 32766.
 CHUNK = 10_000
@@ -34,7 +34,16 @@ VERSION_COLUMNS = (
 FROM_VERSIONS = "SELECT {} FROM versions v JOIN models m ON m.id = v.model_id".format(
     ", ".join(f"v.{c}" if c != "name" else "m.name" for c in VERSION_COLUMNS)
 )
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+#: Set on every SQLite connection, by the gateway and by SQLAlchemy's engine alike:
+#: foreign keys enforced, LIKE case-sensitive as on PostgreSQL, and a commit durable
+#: (fsync'd) before it returns.
+SQLITE_PRAGMAS = (
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA case_sensitive_like=ON",
+    "PRAGMA synchronous=FULL",
+)
 
 
 class Contention(CatalogError):
@@ -76,6 +85,22 @@ class VersionRow:
     registry_version: str | None = None
     arch_module: str | None = None
 
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> VersionRow:
+        """A row as the driver returned it (VERSION_COLUMNS order), in Python's values:
+        ``arch_kwargs`` a dict, times aware UTC datetimes, ``git_dirty`` a bool or None,
+        whichever database it came from."""
+        version = cls(*row)
+        return replace(
+            version,
+            arch_kwargs=dict(parse_json(version.arch_kwargs) or {}),
+            created_at=utc(version.created_at),
+            origin_created_at=(
+                utc(version.origin_created_at) if version.origin_created_at is not None else None
+            ),
+            git_dirty=None if version.git_dirty is None else bool(version.git_dirty),
+        )
+
 
 @dataclass(frozen=True)
 class Location:
@@ -90,6 +115,12 @@ class Location:
     offset: int
     checksum: str | None
     shared: Shared | None = None  # its place in a storage shared with other keys
+
+    def info(self) -> TensorInfo:
+        """The entry of the version's tensor table this location belongs to."""
+        return TensorInfo(
+            self.name, self.dtype, tuple(self.shape), self.digest, self.nbytes, self.shared
+        )
 
 
 @dataclass(frozen=True)
@@ -142,9 +173,28 @@ def marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
-def _contention(exc: Exception) -> Contention:
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return Contention(f"catalogue database error: {detail} (a concurrent change; try again)")
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name if it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: What a constraint violation that a concurrent writer caused looks like: a foreign
+#: key (a blob that gc removed meanwhile) or a unique key (a row another writer added
+#: first). SQLSTATE on PostgreSQL, the message on SQLite.
+_CONTENTION_STATES = {"23503", "23505"}
+_CONTENTION_TEXT = ("FOREIGN KEY constraint failed", "UNIQUE constraint failed")
+
+
+def _as_catalog_error(exc: Exception) -> CatalogError:
+    """Contention for what a concurrent writer causes; any other violation is a
+    CatalogError that no retry would cure."""
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if state in _CONTENTION_STATES or any(t in str(exc) for t in _CONTENTION_TEXT):
+        return Contention(
+            f"catalogue database error: {first_line(exc)} (a concurrent change; try again)"
+        )
+    return CatalogError(f"catalogue database error: {first_line(exc)}")
 
 
 class Statements:
@@ -169,7 +219,7 @@ class Statements:
             cursor.execute(sql, tuple(params))
             return list(cursor.fetchall()) if cursor.description else []
         except self._integrity as exc:
-            raise _contention(exc) from exc
+            raise _as_catalog_error(exc) from exc
         finally:
             cursor.close()
 
@@ -184,15 +234,19 @@ class Statements:
             for chunk in chunks(rows, 5000):
                 cursor.executemany(sql, [tuple(r) for r in chunk])
         except self._integrity as exc:
-            raise _contention(exc) from exc
+            raise _as_catalog_error(exc) from exc
         finally:
             cursor.close()
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Statements]:
-        """One consistent snapshot for reads; the write lock up front for writes (SQLite)."""
+        """One transaction: a consistent snapshot for reads (SQLite's BEGIN; PostgreSQL's
+        REPEATABLE READ), and for writes SQLite's write lock up front (PostgreSQL writes
+        run at READ COMMITTED; ``next_version`` locks the model's row)."""
         if self.sqlite:
             self.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        elif not write:
+            self.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try:
             yield self
         except BaseException:
@@ -206,7 +260,8 @@ class Statements:
     def timestamp(self, moment: datetime | None = None) -> Any:
         """A datetime as the column stores it: naive UTC text on SQLite, aware elsewhere."""
         moment = (moment or datetime.now(timezone.utc)).astimezone(timezone.utc)
-        return moment.replace(tzinfo=None).strftime(_SQLITE_TIME) if self.sqlite else moment
-
-    def version_row(self, row: Sequence[Any]) -> VersionRow:
-        return VersionRow(*row)
+        if not self.sqlite:
+            return moment
+        # SQLAlchemy's text for SQLite: "0999-01-02 03:04:05.000000" (a 4-digit year,
+        # which strftime("%Y") does not give before 1000, so ordering stays textual).
+        return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")

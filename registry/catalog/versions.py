@@ -22,9 +22,7 @@ from .rows import (
     VersionRow,
     chunks,
     marks,
-    parse_json,
     to_json,
-    utc,
 )
 
 SORTS = {
@@ -125,7 +123,7 @@ class VersionQueries(Statements):
             )
             if not rows:
                 raise VersionNotFoundError(f"{ref.name} has no versions")
-        return VersionRow(*rows[0])
+        return VersionRow.of(rows[0])
 
     def _explain_missing_number(self, ref: Ref, model_id: int) -> None:
         latest = self.execute("SELECT MAX(version) FROM versions WHERE model_id = ?", (model_id,))
@@ -153,12 +151,12 @@ class VersionQueries(Statements):
         raise VersionNotFoundError(f"{ref.name} has no alias {ref.alias!r}{hint}")
 
     def version_by_id(self, version_id: int) -> VersionRow:
-        return VersionRow(*self.execute(FROM_VERSIONS + " WHERE v.id = ?", (version_id,))[0])
+        return VersionRow.of(self.execute(FROM_VERSIONS + " WHERE v.id = ?", (version_id,))[0])
 
     def version_by_digest(self, name: str, digest: str) -> VersionRow | None:
         """The version of ``name`` holding exactly these weights, if there is one."""
         rows = self.execute(FROM_VERSIONS + " WHERE m.name = ? AND v.digest = ?", (name, digest))
-        return VersionRow(*rows[0]) if rows else None
+        return VersionRow.of(rows[0]) if rows else None
 
     def version_ref(self, version_id: int) -> str:
         """``name:version`` of a version by id."""
@@ -190,7 +188,7 @@ class VersionQueries(Statements):
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
             params += [-1 if limit is None and self.sqlite else limit, offset]
-        return [VersionRow(*row) for row in self.execute(sql, params)]
+        return [VersionRow.of(row) for row in self.execute(sql, params)]
 
     def count_versions(
         self,
@@ -263,8 +261,8 @@ class VersionQueries(Statements):
                 version=v.version,
                 digest=v.digest,
                 arch=v.arch,
-                arch_kwargs=dict(parse_json(v.arch_kwargs) or {}),
-                created_at=utc(v.created_at),
+                arch_kwargs=dict(v.arch_kwargs),
+                created_at=v.created_at,
                 total_bytes=v.total_bytes,
                 param_count=v.param_count,
                 tensor_count=v.tensor_count,
@@ -275,13 +273,8 @@ class VersionQueries(Statements):
                 aliases=tuple(aliases[v.id]),
                 parent=parents.get(v.parent_id) if v.parent_id is not None else None,
                 tensors=self.tensor_infos(v.id) if with_tensors else (),  # type: ignore[attr-defined]
-                origin_created_at=(
-                    utc(v.origin_created_at) if v.origin_created_at is not None else None
-                ),
-                **{
-                    **{key: getattr(v, key) for key in PROVENANCE_FIELDS},
-                    "git_dirty": None if v.git_dirty is None else bool(v.git_dirty),
-                },
+                origin_created_at=v.origin_created_at,
+                **{key: getattr(v, key) for key in PROVENANCE_FIELDS},
             )
             for v in versions
         ]
@@ -328,7 +321,7 @@ class VersionQueries(Statements):
     def children(self, version: VersionRow) -> list[VersionRow]:
         """The versions whose parent is ``version``, by name and number."""
         return [
-            VersionRow(*row)
+            VersionRow.of(row)
             for row in self.execute(
                 FROM_VERSIONS + " WHERE v.parent_id = ? ORDER BY m.name, v.version", (version.id,)
             )
@@ -385,9 +378,13 @@ class VersionQueries(Statements):
             values[column] = to_json(values[column])
         values["arch_kwargs"] = values["arch_kwargs"] or "{}"
         names = ["model_id", "version", "created_at", *values]
-        (version_id,) = self.execute(
-            f"INSERT INTO versions ({', '.join(names)}) VALUES ({marks(len(names))}) RETURNING id",
+        # Not RETURNING: SQLite has it only from 3.35, and the number names the row anyway.
+        self.execute(
+            f"INSERT INTO versions ({', '.join(names)}) VALUES ({marks(len(names))})",
             (model_id, number, self.timestamp(created_at), *values.values()),
+        )
+        (version_id,) = self.execute(
+            "SELECT id FROM versions WHERE model_id = ? AND version = ?", (model_id, number)
         )[0]
         self.execute_many(
             "INSERT INTO tensors (version_id, position, name, dtype, shape, digest, nbytes, "

@@ -3,7 +3,7 @@
 Owns their options and what they print; writing and reading bundles is
 :class:`registry.Registry`'s (``export``, ``import_bundle``).
 
-Must never import ``registry.bundle``, torch, SQLAlchemy or the other layers below the
+Must never import ``registry.pipelines``, torch, SQLAlchemy or the other layers below the
 API; the API is reached through ``app.open_registry``.
 """
 

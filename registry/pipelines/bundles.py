@@ -17,11 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..catalog.gateway import Catalog, Gateway
-from ..catalog.rows import Contention, VersionRow
+from ..catalog.gateway import Catalog, Contention, Gateway, VersionRow
 from ..errors import IntegrityError, InvalidArgumentError
 from ..records import PROVENANCE_FIELDS, ModelVersion
-from ..storage import Store, checksum_many
+from ..storage import PackWritten, Store, checksum_many
 from .bundle_file import (
     EXTRA_KEYS,
     Bundle,
@@ -95,53 +94,73 @@ def import_bundle(
     *,
     progress: Callable[[int], None] | None,
 ) -> ImportReport:
-    """Add the versions of a bundle (see ``Registry.import_bundle``)."""
+    """Add the versions of a bundle (see ``Registry.import_bundle``).
+
+    A :class:`Contention` (a concurrent writer, or ``gc`` removing a tensor this import
+    found stored) starts it over from the question of what is stored.
+    """
     from .. import provenance
 
-    with Bundle(path) as bundle:
-        versions = in_lineage_order(bundle.versions)
-        missing, data = _read_blobs(gateway, bundle, versions, progress)
-    gateway.ensure_ready()
+    who = provenance.actor()
+    for attempt in range(_ATTEMPTS):
+        with Bundle(path) as bundle:
+            versions = in_lineage_order(bundle.versions)
+            missing, data = _read_blobs(
+                gateway, bundle, versions, progress if not attempt else None
+            )
+        gateway.ensure_ready()
+        state = _Import(os.path.abspath(os.fspath(path)), who)
+        try:
+            written = _commit(gateway, store, state, versions, missing, data)
+        except Contention:
+            if attempt == _ATTEMPTS - 1:
+                raise
+            continue
+        return ImportReport(
+            versions=state.outcome,
+            tensors_written=len(missing),
+            bytes_written=written.nbytes if written else 0,
+            notes=tuple(state.notes),
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _commit(
+    gateway: Gateway,
+    store: Store,
+    state: _Import,
+    versions: list[BundleVersion],
+    missing: list[str],
+    data: list[memoryview],
+) -> PackWritten | None:
+    """Write the tensors not stored here as one pack, then every version's rows in one
+    write transaction, committed after the pack is durable; the pack, if any."""
     written = store.start_pack(data) if data else None
     committed = False
     try:
         if written is not None and written.digests != missing:  # pragma: no cover
             raise IntegrityError("bundle blobs changed while they were being stored")
-        checksums = checksum_many(data)
-        for attempt in range(_ATTEMPTS):
-            state = _Import(os.path.abspath(os.fspath(path)), provenance.actor())
-            try:
-                with gateway.write() as catalog:
-                    if written is not None:
-                        catalog.add_pack(
-                            written.pack_id,
-                            written.nbytes,
-                            list(
-                                zip(missing, written.offsets, [v.nbytes for v in data], checksums)
-                            ),
-                        )
-                    for v in versions:
-                        existing = catalog.version_by_digest(v.name, v.digest)
-                        if existing is not None:
-                            _merge(catalog, state, v, existing)
-                        else:
-                            _add(catalog, state, v)
-                    if written is not None:
-                        written.wait()  # the pack is durable before the rows naming it
-                committed = True
-                break
-            except Contention:
-                if attempt == _ATTEMPTS - 1:
-                    raise
+        with gateway.write() as catalog:
+            if written is not None:
+                sizes = [v.nbytes for v in data]
+                catalog.add_pack(
+                    written.pack_id,
+                    written.nbytes,
+                    list(zip(missing, written.offsets, sizes, checksum_many(data))),
+                )
+            for v in versions:
+                existing = catalog.version_by_digest(v.name, v.digest)
+                if existing is not None:
+                    _merge(catalog, state, v, existing)
+                else:
+                    _add(catalog, state, v)
+            if written is not None:
+                written.wait()  # the pack is durable before the rows naming it
+        committed = True
     finally:
         if written is not None and not committed:
             store.abandon(written)
-    return ImportReport(
-        versions=state.outcome,
-        tensors_written=len(missing),
-        bytes_written=written.nbytes if written else 0,
-        notes=tuple(state.notes),
-    )
+    return written
 
 
 def _read_blobs(

@@ -8,18 +8,29 @@ interface only. Must never import torch, ``api`` or ``cli``.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog.gateway import Gateway
-from ..catalog.rows import StoredBlob
+from ..catalog.gateway import Catalog, Gateway, StoredBlob
 from ..errors import IntegrityError, StorageError
 from ..records import GcReport, Problem, VerifyReport
 from ..refs import parse_ref
-from ..storage import PackWritten, Store, checksum_many, sha256_many
+from ..storage import PackWritten, Store, StoredFile, checksum_many, sha256_many
 from ..storage.packs import layout, placeholder_names
 
 #: Files the catalogue does not know are left alone by gc until they are this old.
 GC_GRACE_SECONDS = 3600
+
+
+@dataclass
+class _GcPlan:
+    """What gc will do: blobs no version uses, packs to delete or rewrite, orphan files."""
+
+    dead_blobs: list[str] = field(default_factory=list)
+    doomed: list[str] = field(default_factory=list)
+    rewrites: list[tuple[str, list[StoredBlob]]] = field(default_factory=list)
+    orphans: list[StoredFile] = field(default_factory=list)
+    freed: int = 0  # bytes
 
 
 def gc(gateway: Gateway, store: Store, *, dry_run: bool = False) -> GcReport:
@@ -29,62 +40,67 @@ def gc(gateway: Gateway, store: Store, *, dry_run: bool = False) -> GcReport:
     packs are durable and before any file is deleted.
     """
     with gateway.write() as catalog:
-        live = catalog.live_digests()
-        packs = catalog.packs()
-        by_pack: dict[str, list[tuple[StoredBlob, str | None]]] = {p: [] for p in packs}
-        for blob, checksum in catalog.all_blobs():
-            by_pack.setdefault(blob.pack_id, []).append((blob, checksum))
-        dead_blobs: list[str] = []
-        doomed: list[str] = []
-        rewrites: list[tuple[str, list[tuple[StoredBlob, str | None]]]] = []
-        freed = 0
-        for pack_id, nbytes in packs.items():
-            blobs = by_pack.get(pack_id, [])
-            keep = [(b, c) for b, c in blobs if b.digest in live]
-            dead_blobs += [b.digest for b, _ in blobs if b.digest not in live]
-            if not keep:
-                doomed.append(pack_id)
-                freed += nbytes
-            elif len(keep) < len(blobs):
-                rewrites.append((pack_id, keep))
-                sizes = [b.nbytes for b, _ in keep]
-                freed += nbytes - layout(placeholder_names(len(sizes)), sizes).nbytes
-        cutoff = time.time() - GC_GRACE_SECONDS
-        orphans = [
-            f
-            for f in store.list()
-            if (f.pack_id is None or f.pack_id not in packs) and f.mtime < cutoff
-        ]
-        freed += sum(f.size for f in orphans)
+        plan = _plan(catalog, store)
         report = GcReport(
             dry_run=dry_run,
-            bytes_freed=freed,
-            blobs_removed=len(dead_blobs),
-            packs_removed=len(doomed),
-            packs_rewritten=len(rewrites),
-            orphan_files_removed=len(orphans),
+            bytes_freed=plan.freed,
+            blobs_removed=len(plan.dead_blobs),
+            packs_removed=len(plan.doomed),
+            packs_rewritten=len(plan.rewrites),
+            orphan_files_removed=len(plan.orphans),
         )
         if dry_run:
             return report
         written: list[PackWritten] = []
         try:
-            for pack_id, keep in rewrites:
-                new = _rewrite(store, pack_id, [b for b, _ in keep])
+            for pack_id, keep in plan.rewrites:
+                new = _rewrite(store, pack_id, keep)
                 written.append(new)
                 catalog.add_pack(new.pack_id, new.nbytes)
-                for (blob, _), offset in zip(keep, new.offsets):
+                for blob, offset in zip(keep, new.offsets):
                     catalog.move_blob(blob.digest, new.pack_id, offset)
-            catalog.delete_blobs(dead_blobs)
-            catalog.delete_pack_rows(doomed + [p for p, _ in rewrites])
+            catalog.delete_blobs(plan.dead_blobs)
+            catalog.delete_pack_rows(plan.doomed + [p for p, _ in plan.rewrites])
         except BaseException:
             for new in written:
                 store.abandon(new)
             raise
-    for pack_id in doomed + [p for p, _ in rewrites]:
+    for pack_id in plan.doomed + [p for p, _ in plan.rewrites]:
         store.delete(pack_id)
-    for orphan in orphans:
+    for orphan in plan.orphans:
         store.delete_file(orphan)
     return report
+
+
+def _plan(catalog: Catalog, store: Store) -> _GcPlan:
+    """Which blobs no version uses, which packs hold only those (deleted) or some of
+    them (rewritten), which files the catalogue does not know (deleted once older than
+    GC_GRACE_SECONDS), and how many bytes all that frees (the pack format's sizes)."""
+    live = catalog.live_digests()
+    packs = catalog.packs()
+    by_pack: dict[str, list[StoredBlob]] = {p: [] for p in packs}
+    for blob, _checksum in catalog.all_blobs():
+        by_pack.setdefault(blob.pack_id, []).append(blob)
+    plan = _GcPlan()
+    for pack_id, nbytes in packs.items():
+        blobs = by_pack.get(pack_id, [])
+        keep = [b for b in blobs if b.digest in live]
+        plan.dead_blobs += [b.digest for b in blobs if b.digest not in live]
+        if not keep:
+            plan.doomed.append(pack_id)
+            plan.freed += nbytes
+        elif len(keep) < len(blobs):
+            plan.rewrites.append((pack_id, keep))
+            sizes = [b.nbytes for b in keep]
+            plan.freed += nbytes - layout(placeholder_names(len(sizes)), sizes).nbytes
+    cutoff = time.time() - GC_GRACE_SECONDS
+    plan.orphans = [
+        f
+        for f in store.list()
+        if (f.pack_id is None or f.pack_id not in packs) and f.mtime < cutoff
+    ]
+    plan.freed += sum(f.size for f in plan.orphans)
+    return plan
 
 
 def _rewrite(store: Store, pack_id: str, keep: list[StoredBlob]) -> PackWritten:

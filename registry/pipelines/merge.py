@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..catalog.gateway import Catalog
-from ..catalog.rows import VersionRow, parse_json
+from ..catalog.gateway import Catalog, VersionRow
 from ..errors import ConflictError
 from ..keyvalue import format_kwargs
 
@@ -87,7 +86,7 @@ def add_to_existing(
 
 
 def _arch_conflict(existing: VersionRow, arch: tuple[str, Mapping[str, Any]]) -> list[str]:
-    stored = dict(parse_json(existing.arch_kwargs) or {})
+    stored = dict(existing.arch_kwargs)
     if (existing.arch, stored) == (arch[0], dict(arch[1])):
         return []
     return [

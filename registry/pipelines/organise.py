@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from ..catalog.gateway import Catalog, Gateway
-from ..catalog.history import version_snapshot
-from ..catalog.rows import VersionRow
+from ..catalog.gateway import Catalog, Gateway, VersionRow
 from ..errors import InvalidArgumentError
 from ..records import Event, ModelVersion
 from ..refs import Ref
@@ -120,10 +118,6 @@ def remove(gateway: Gateway, ref: Ref, *, force: bool) -> ModelVersion:
             catalog.record_event(
                 "unalias", version, {"alias": name, "version": version.version}, None
             )
-        snapshot = version_snapshot(record)
-        children = catalog.children(version)
-        if children:  # they lose their parent with it
-            snapshot["children"] = [f"{c.name}:{c.version}" for c in children]
-        catalog.record_event("remove", version, snapshot, None)
+        catalog.record_removal(version, record, catalog.children(version))
         catalog.delete_version(version.id)
         return record

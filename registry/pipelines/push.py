@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import config, metadata
-from ..catalog.gateway import Catalog, Gateway
-from ..catalog.history import PUSH_KEYS
-from ..catalog.rows import Contention, StoredBlob, VersionRow
+from ..catalog.gateway import Catalog, Contention, Gateway, StoredBlob, VersionRow
 from ..errors import InvalidArgumentError
 from ..keyvalue import check_description, validate_arch_kwargs, validate_tags
 from ..records import ModelVersion, PushReport
@@ -366,22 +364,8 @@ def _add_version(
         "torch_version": torch.__version__,
         **pushed.columns(),
     }
-    # The push as it was (its parent then, whatever happens to the parent later).
-    catalog.record_event(
-        "push",
-        row,
-        None,
-        {k: v for k, v in facts.items() if k in PUSH_KEYS},
-        actor=(pushed.user, pushed.host),
-        at=_created(row),
-    )
+    catalog.record_push(row, facts, actor=(pushed.user, pushed.host))
     return row.id
-
-
-def _created(row: VersionRow) -> Any:
-    from ..catalog.rows import utc
-
-    return utc(row.created_at)
 
 
 def match_stored(store: Store, prepared: Prepared, stored: dict[str, list[StoredBlob]]) -> Plan:

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import metadata
-from ..catalog.gateway import Gateway
-from ..catalog.rows import Location
+from ..catalog.gateway import Gateway, Location
 from ..errors import (
     ArchitectureMismatchError,
     ArchitectureNotFoundError,
