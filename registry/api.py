@@ -310,9 +310,7 @@ class Registry:
         self._gateway.ensure_ready()
         pending = provenance.start(source)  # git answers while the weights are read
         prepared = push.prepare(source, request)
-        return push.push(
-            self._gateway, self._store, source, request, pending.result(), prepared, progress
-        )
+        return push.push(self._gateway, self._store, request, pending.result(), prepared, progress)
 
     def import_bundle(
         self,

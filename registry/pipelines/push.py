@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config, metadata
 from ..catalog.gateway import Catalog, Contention, Gateway, StoredBlob, VersionRow
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, StorageError
 from ..keyvalue import check_description, validate_arch_kwargs, validate_tags
 from ..records import ModelVersion, PushReport
 from ..refs import parse_ref, validate_name
@@ -83,10 +83,6 @@ class Plan:
     damaged: dict[int, set[str]] = field(default_factory=dict)
     heal: list[tuple[str, int, int, str]] = field(default_factory=list)
     written: PackWritten | None = None
-
-    @property
-    def new_digests(self) -> set[str]:
-        return set(self.written.digests if self.written else ())
 
 
 def check_request(
@@ -200,7 +196,6 @@ def prepare(source: Any, request: Request) -> Prepared:
 def push(
     gateway: Gateway,
     store: Store,
-    source: Any,
     request: Request,
     pushed: Provenance,
     prepared: Prepared,
@@ -284,7 +279,8 @@ def _commit(
             version_id = existing.id
         else:
             version_id = _add_version(catalog, request, pushed, prepared, plan, version_digest)
-            tensors_written = sum(d in plan.new_digests for d in plan.digests)
+            new_digests = set(written.digests if written else ())
+            tensors_written = sum(d in new_digests for d in plan.digests)
             report = PushReport(True, written_bytes, tensors_written, said, healed=len(plan.heal))
         if written is not None:
             written.wait()  # the pack is durable before the rows naming it
@@ -388,7 +384,7 @@ def match_stored(store: Store, prepared: Prepared, stored: dict[str, list[Stored
             if blob.pack_id not in opened:
                 try:
                     opened[blob.pack_id] = store.open(blob.pack_id)
-                except Exception:  # a missing pack: its tensors are damaged
+                except StorageError:  # a missing pack: its tensors are damaged
                     opened[blob.pack_id] = None
     damaged: dict[int, set[str]] = {}
 
@@ -400,7 +396,7 @@ def match_stored(store: Store, prepared: Prepared, stored: dict[str, list[Stored
             try:
                 if pack is not None and same_bytes(pack.view(blob.offset, blob.nbytes), views[i]):
                     return blob.digest
-            except Exception:  # a truncated pack
+            except StorageError:  # a truncated pack
                 pass
             damaged.setdefault(i, set()).add(blob.digest)
         return None

@@ -63,10 +63,7 @@ class Opened:
 
     def tensor_infos(self) -> tuple[TensorInfo, ...]:
         """The tensor table the locations already carry (no second query)."""
-        return tuple(
-            TensorInfo(t.name, t.dtype, tuple(t.shape), t.digest, t.nbytes, t.shared)
-            for t in self.located
-        )
+        return tuple(t.info() for t in self.located)
 
 
 def open_version(gateway: Gateway, store: Store, ref: str, verify: bool | str) -> Opened:
