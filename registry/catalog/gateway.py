@@ -168,15 +168,17 @@ class Gateway:
         """
         if self._schema_checked:
             return
-        if catalog is not None:
+        if catalog is None:  # a writer about to start: ask on a connection of its own
+            connection, _errors, catalog, _empty = self._connect(write=True)
             try:
-                with catalog.transaction():
-                    current = catalog.revision()
-            except Exception:  # no version table yet, or not a registry database
-                current = None
-            if current == schema_revision.SCHEMA_REVISION:
-                self._schema_checked = True
-                return
+                current = self._stamped(catalog)
+            finally:
+                connection.close()
+        else:
+            current = self._stamped(catalog)
+        if current == schema_revision.SCHEMA_REVISION:
+            self._schema_checked = True
+            return
         from sqlalchemy.exc import OperationalError
 
         from . import schema
@@ -192,6 +194,16 @@ class Gateway:
                     raise CatalogError(f"cannot open the catalogue database: {exc.orig}") from None
                 time.sleep(0.05 * 2**attempt)
         self._schema_checked = True
+
+    @staticmethod
+    def _stamped(catalog: Catalog) -> str | None:
+        """The revision stamped in the database, by one plain query; None when there is
+        none (no version table yet, or not a registry database)."""
+        try:
+            with catalog.transaction():
+                return catalog.revision()
+        except Exception:  # the driver's error for a missing table, whichever driver
+            return None
 
     def revision(self) -> str | None:
         """The schema revision stamped in the database (None if it has none yet)."""
