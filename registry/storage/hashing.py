@@ -14,16 +14,17 @@ ever a candidate that the caller confirms byte for byte.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from typing import Any
 
 import xxhash
 
 from ..config import HASH_THREADS
+from . import _libc
 
 #: Up to this size two buffers are compared as bytes objects (cheaper than numpy's setup).
 _SMALL_COMPARE = 1 << 16
@@ -57,28 +58,15 @@ def same_bytes(a: memoryview, b: memoryview, chunk: int = 1 << 24) -> bool:
     import numpy as np
 
     x, y = np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)
-    memcmp = _memcmp()
+    memcmp = _libc.function(
+        "memcmp", (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t), ctypes.c_int
+    )
     if memcmp is not None:
         return memcmp(x.ctypes.data, y.ctypes.data, a.nbytes) == 0
     for start in range(0, a.nbytes, chunk):
         if not np.array_equal(x[start : start + chunk], y[start : start + chunk]):
             return False
     return True
-
-
-@cache
-def _memcmp() -> Any:
-    """libc's memcmp(3) through ctypes, or None where there is none."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or None).memcmp
-    except (OSError, AttributeError):
-        return None
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-    return fn
 
 
 def _flat(buffer: memoryview | bytes) -> memoryview:

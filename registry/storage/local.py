@@ -13,7 +13,6 @@ point leaves at worst an unreferenced file, never a version with missing data.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import mmap
 import os
@@ -21,11 +20,11 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import cache
 from pathlib import Path
 
 from ..config import HASH_THREADS
 from ..errors import StorageError
+from . import _libc
 from .base import PackWritten, StoredFile, checked_range
 from .hashing import sha256_hex
 from .packs import layout, placeholder_names
@@ -260,21 +259,13 @@ def _finish_hashing(buffers: Sequence[memoryview], futures: dict[int, Future[str
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-@cache
-def _sync_file_range():  # type: ignore[no-untyped-def]
-    """Linux's sync_file_range(2) through libc, or None where there is none."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
 def _start_writeback(fd: int, offset: int, nbytes: int) -> None:
-    """Start (not wait for) writeback of a written range; fsync still makes it durable."""
-    fn = _sync_file_range()
+    """Start (not wait for) writeback of a written range; fsync still makes it durable.
+    Linux's sync_file_range(2); a no-op where libc has none."""
+    fn = _libc.function(
+        "sync_file_range",
+        (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint),
+        ctypes.c_int,
+    )
     if fn is not None:
         fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
