@@ -1,14 +1,20 @@
 """Settings: the only module that reads environment variables.
 
 A registry is a *home* folder holding the SQLite catalogue and the local tensor
-store. Either part can be moved elsewhere: ``REGISTRY_DATABASE_URL`` takes any
-SQLAlchemy URL, ``REGISTRY_STORAGE_URL`` a folder (or ``file://`` URL).
-Explicit arguments to :class:`registry.Registry` win over the environment.
+store. Either part can be moved elsewhere: ``REGISTRY_DATABASE_URL`` takes a SQLite or
+PostgreSQL URL, ``REGISTRY_STORAGE_URL`` a folder (or ``file://`` URL) or an
+S3-compatible bucket (``s3://bucket/prefix``; endpoint from ``AWS_ENDPOINT_URL``,
+credentials and region from the standard ``AWS_*`` variables and profiles, which
+boto3 reads itself). Packs read from an object store are kept in a bounded local
+cache: ``REGISTRY_CACHE_DIR`` (else ``REGISTRY_HOME/cache``), at most
+``REGISTRY_CACHE_MAX_SIZE`` (default 10GB). Explicit arguments to
+:class:`registry.Registry` win over the environment.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -19,6 +25,11 @@ ENV_HOME = "REGISTRY_HOME"
 ENV_DATABASE_URL = "REGISTRY_DATABASE_URL"
 ENV_STORAGE_URL = "REGISTRY_STORAGE_URL"
 ENV_USER = "REGISTRY_USER"
+ENV_CACHE_DIR = "REGISTRY_CACHE_DIR"
+ENV_CACHE_MAX_SIZE = "REGISTRY_CACHE_MAX_SIZE"
+
+#: The read cache's bound when REGISTRY_CACHE_MAX_SIZE is not set, in bytes.
+DEFAULT_CACHE_MAX_BYTES = 10 * 10**9
 
 DATABASE_FILENAME = "registry.db"
 STORE_DIRNAME = "objects"
@@ -31,12 +42,42 @@ HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
+class ObjectStoreLocation:
+    """An ``s3://bucket/prefix`` storage URL, split; ``prefix`` is "" or ends with "/"."""
+
+    bucket: str
+    prefix: str
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Where a registry keeps its catalogue and its tensors."""
+    """Where a registry keeps its catalogue and its tensors.
+
+    Exactly one of ``storage_path`` (a folder) and ``object_store`` (a bucket) is set.
+    """
 
     home: Path
     database_url: str
-    storage_path: Path
+    storage_path: Path | None
+    object_store: ObjectStoreLocation | None = None
+
+    @property
+    def storage_url(self) -> str:
+        """Where the tensors are, as a user would write it."""
+        if self.object_store is not None:
+            return self.object_store.url
+        return str(self.storage_path)
+
+    @property
+    def pack_cache_dir(self) -> Path:
+        """Where packs read from an object store are cached: ``$REGISTRY_CACHE_DIR/packs``,
+        else ``HOME/cache/packs``."""
+        env = os.environ.get(ENV_CACHE_DIR)
+        return (Path(env).expanduser() if env else self.home / "cache") / "packs"
 
 
 def default_home() -> Path:
@@ -56,14 +97,61 @@ def _storage_path(url: str) -> Path:
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
     raise ConfigurationError(
-        f"unsupported storage URL {url!r}: this version stores tensors in a local folder "
-        "(a path or file:// URL)"
+        f"unsupported storage URL {url!r}: use a folder (a path or file:// URL) or an "
+        "S3-compatible bucket (s3://bucket/prefix)"
     )
+
+
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+
+
+def object_store_location(url: str, source: str = ENV_STORAGE_URL) -> ObjectStoreLocation:
+    """Split ``s3://bucket/prefix``; ConfigurationError for a bucket name S3 refuses."""
+    rest = url[len("s3://") :]
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise ConfigurationError(
+            f"{source} {url!r} does not name a bucket: use s3://bucket/prefix (3-63 "
+            "lower-case letters, digits, '.' and '-')"
+        )
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ConfigurationError(f"{source} {url!r}: the prefix may not hold '.' or '..' parts")
+    return ObjectStoreLocation(bucket, "".join(f"{p}/" for p in parts))
+
+
+def cache_max_bytes() -> int:
+    """The read cache's bound in bytes: ``$REGISTRY_CACHE_MAX_SIZE`` (e.g. ``10GB``,
+    ``500MB``, ``0``), else DEFAULT_CACHE_MAX_BYTES."""
+    env = os.environ.get(ENV_CACHE_MAX_SIZE, "").strip()
+    if not env:
+        return DEFAULT_CACHE_MAX_BYTES
+    try:
+        return parse_size(env)
+    except ValueError as exc:
+        raise ConfigurationError(f"{ENV_CACHE_MAX_SIZE}={env!r}: {exc}") from None
+
+
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``"10GB"``, ``"1.5 GiB"``, ``"500mb"``, ``"0"``; ValueError otherwise.
+    K/M/G/T are powers of 1000, KiB/MiB/GiB/TiB of 1024."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if not match:
+        raise ValueError("not a size: write it like 10GB, 500MB or 2GiB")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    base = _UNITS[unit[:1]]
+    if "i" in unit:
+        base = 1024 ** "bkmgt".index(unit[0]) if unit[0] != "b" else 1
+    return int(number * base)
 
 
 def cache_dir() -> Path:
     """Where derived, rebuildable data goes: ``$REGISTRY_CACHE_DIR``, else the XDG cache."""
-    env = os.environ.get("REGISTRY_CACHE_DIR")
+    env = os.environ.get(ENV_CACHE_DIR)
     if env:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
@@ -106,11 +194,17 @@ def resolve(
         _must_be_folder(home_path, "home=" if home is not None else _home_source())
     if not db:
         db = f"sqlite:///{(home_path / DATABASE_FILENAME).absolute()}"
+    source = "storage_url=" if storage_url is not None else ENV_STORAGE_URL
+    if store and os.fspath(store).startswith("s3://"):
+        return Settings(
+            home=home_path,
+            database_url=db,
+            storage_path=None,
+            object_store=object_store_location(os.fspath(store), source),
+        )
     storage_path = _storage_path(os.fspath(store)) if store else home_path / STORE_DIRNAME
     if store:
-        _must_be_folder(
-            storage_path, "storage_url=" if storage_url is not None else ENV_STORAGE_URL
-        )
+        _must_be_folder(storage_path, source)
     return Settings(home=home_path, database_url=db, storage_path=storage_path.absolute())
 
 

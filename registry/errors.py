@@ -27,9 +27,11 @@ argument (``overwrite=True``) in ``str(error)``, a command-line flag (``--force`
     │   └── ArchitectureMismatchError          weights do not fit the architecture
     ├── IntegrityError (ValueError)            stored bytes do not match their digest
     ├── StorageError (OSError)                 the tensor store cannot be read/written
-    │   └── OutputExistsError (FileExistsError)  pull would overwrite a file
+    │   ├── OutputExistsError (FileExistsError)  pull would overwrite a file
+    │   └── StoreReadOnlyError (PermissionError) the store refused a write (read-only credentials)
     └── CatalogError
-        └── SchemaOutOfDateError               run `registry db upgrade`
+        ├── SchemaOutOfDateError               run `registry db upgrade`
+        └── CatalogReadOnlyError (PermissionError) the catalogue refused a write (SELECT-only role)
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ __all__ = [
     "IntegrityError",
     "StorageError",
     "OutputExistsError",
+    "StoreReadOnlyError",
     "CatalogError",
     "SchemaOutOfDateError",
+    "CatalogReadOnlyError",
 ]
 
 
@@ -171,9 +175,22 @@ class OutputExistsError(StorageError, FileExistsError):
     """The output file exists and overwriting was not asked for."""
 
 
+class StoreReadOnlyError(StorageError, PermissionError):
+    """The tensor store refused to write: the credentials may only read (GET and LIST).
+
+    Raised by the first write an operation attempts, before anything was changed."""
+
+
 class CatalogError(RegistryError):
     """The catalogue database cannot be used."""
 
 
 class SchemaOutOfDateError(CatalogError):
     """The database schema is older (or newer) than this version of registry."""
+
+
+class CatalogReadOnlyError(CatalogError, PermissionError):
+    """The catalogue refused to write: the database role may only read (SELECT).
+
+    Raised before anything was changed: writing operations ask first, and a refused
+    statement rolls its whole transaction back."""
