@@ -28,7 +28,7 @@ from .errors import InvalidArgumentError
 from .keyvalue import check_description, parse_date, validate_tags
 from .records import Diff, Event, GcReport, ModelVersion, VerifyReport
 from .refs import parse_ref, validate_alias, validate_name
-from .storage import LocalStore, Store
+from .storage import Store, store_for
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from .architectures import Match
     from .pipelines.bundle_file import ExportReport, ImportReport
+    from .storage.cache import CacheInfo, PackCache
 
 
 class Registry:
@@ -55,7 +56,7 @@ class Registry:
     ):
         self.settings = config.resolve(home, database_url, storage_url)
         self._gateway = Gateway(self.settings.database_url)
-        self._store: Store = LocalStore(self.settings.storage_path)
+        self._store: Store = store_for(self.settings)
 
     def __repr__(self) -> str:
         return f"Registry(home={str(self.settings.home)!r})"
@@ -67,8 +68,11 @@ class Registry:
         self.close()
 
     def close(self) -> None:
-        """Release database connections."""
+        """Release database connections (and the object store's worker threads)."""
         self._gateway.close()
+        closer = getattr(self._store, "close", None)
+        if closer is not None:
+            closer()
 
     # -- the schema ---------------------------------------------------------------
 
@@ -469,6 +473,39 @@ class Registry:
         )
 
     # -- the store ----------------------------------------------------------------------
+
+    def _pack_cache(self) -> PackCache:
+        """The read cache of this registry's object store (or, for a folder store, of
+        whatever object stores share the cache folder)."""
+        cache = getattr(self._store, "cache", None)
+        if cache is None:
+            from .storage.cache import PackCache
+
+            cache = PackCache(
+                self.settings.pack_cache_dir, self.settings.storage_url, config.cache_max_bytes()
+            )
+        return cache
+
+    def cache_info(self) -> CacheInfo:
+        """What the local read cache holds: its folder, packs, bytes on disk, its bound
+        (``REGISTRY_CACHE_MAX_SIZE``) and the stores it holds packs of.
+
+        Only an object store (``s3://``) is read through the cache; a folder store's
+        packs are read in place.
+        """
+        return self._pack_cache().info()
+
+    def prune_cache(self, max_bytes: int | None = None) -> tuple[int, int]:
+        """Remove cached packs, least recently used first, until the cache holds at most
+        ``max_bytes`` (default: ``REGISTRY_CACHE_MAX_SIZE``); returns (packs removed,
+        bytes freed). Loads refetch whatever they need."""
+        if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 0):
+            raise InvalidArgumentError(f"max_bytes={max_bytes!r}: give a number of bytes >= 0")
+        return self._pack_cache().prune(max_bytes)
+
+    def clear_cache(self) -> tuple[int, int]:
+        """Empty the read cache; returns (packs removed, bytes freed)."""
+        return self._pack_cache().clear()
 
     def gc(self, *, dry_run: bool = False) -> GcReport:
         """Remove stored tensors that no version uses any more; say how many bytes that frees.

@@ -120,6 +120,12 @@ def object_store_location(url: str, source: str = ENV_STORAGE_URL) -> ObjectStor
     return ObjectStoreLocation(bucket, "".join(f"{p}/" for p in parts))
 
 
+def object_store_endpoint() -> str | None:
+    """The object store's endpoint as boto3 reads it (``AWS_ENDPOINT_URL_S3``, else
+    ``AWS_ENDPOINT_URL``); None means AWS itself."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
 def cache_max_bytes() -> int:
     """The read cache's bound in bytes: ``$REGISTRY_CACHE_MAX_SIZE`` (e.g. ``10GB``,
     ``500MB``, ``0``), else DEFAULT_CACHE_MAX_BYTES."""

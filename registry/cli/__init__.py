@@ -14,6 +14,7 @@ the API. Its modules, from the top down:
     browse       list, show, diff, log
     maintenance  gc, verify, db upgrade, db current
     bundles      export, import
+    cache        cache info, cache prune, cache clear
     archs        identify, archs
     app          the click group and command classes, errors -> one line, open_registry
     params       click parameter types (REF, NAME, K=V ...) and shared options
@@ -30,6 +31,7 @@ from .app import cli
 from .archs import archs, identify
 from .browse import diff, list_, log, show
 from .bundles import export, import_
+from .cache import cache
 from .maintenance import db, gc, verify
 from .organise import alias, describe, rm, tag, untag
 from .weights import pull, push
@@ -38,7 +40,7 @@ for _command in (
     push, pull,
     list_, show, diff, log,
     tag, untag, alias, describe, rm,
-    gc, verify, db,
+    gc, verify, db, cache,
     export, import_,
     identify, archs,
 ):  # fmt: skip

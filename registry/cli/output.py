@@ -1,7 +1,7 @@
 """Where and how commands print: JSON on stdout, human messages on stderr, progress.
 
-Owns :func:`emit_json`, :func:`say` and :func:`progress` (a byte-counting bar on a
-terminal's stderr). The units and tables themselves are ``registry._format``, which the
+Owns :func:`emit_json`, :func:`say` and :func:`progress` (tqdm bars with a total,
+bytes and rate on a terminal's stderr; nothing with ``--json`` or off a terminal). The units and tables themselves are ``registry._format``, which the
 records share.
 
 Must never import ``registry.api``, torch or SQLAlchemy, nor the command modules of
@@ -31,24 +31,38 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
-class _Bar:
-    """A byte-counting progress bar on stderr, only when stderr is a terminal."""
+class _Bars:
+    """tqdm progress bars on stderr, one per phase an operation announces (``begin``):
+    a total, bytes so far, rate and time left."""
 
     def __init__(self, label: str):
-        self._label, self._done, self._last = label, 0, 0.0
+        self._label = label
+        self._bar: Any = None
+
+    def begin(self, total: int | None, label: str | None = None) -> None:
+        from tqdm import tqdm
+
+        self.finish()
+        self._bar = tqdm(
+            total=total,
+            desc=label or self._label,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=True,
+        )
 
     def __call__(self, nbytes: int) -> None:
-        import time
-
-        self._done += nbytes
-        now = time.monotonic()
-        if now - self._last >= 0.1:
-            self._last = now
-            click.echo(f"\r{self._label} {_format.size(self._done)}", nl=False, err=True)
+        if self._bar is None:
+            self.begin(None)
+        self._bar.update(nbytes)
 
     def finish(self) -> None:
-        if self._last:
-            click.echo(f"\r{self._label} {_format.size(self._done)}", err=True)
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 @contextmanager
@@ -57,7 +71,7 @@ def progress(as_json: bool, label: str) -> Iterator[Any]:
     if as_json or not sys.stderr.isatty():
         yield None
         return
-    bar = _Bar(label)
+    bar = _Bars(label)
     try:
         yield bar
     finally:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import replacing
+from .._progress import begin
 from ..errors import IntegrityError, InvalidArgumentError, MissingFileError, RegistryError
 from ..keyvalue import parse_date, validate_arch_kwargs, validate_tags
 from ..metadata import PLAIN_VALUES
@@ -167,6 +168,7 @@ def write_bundle(
         "blobs": {d: v.nbytes for d, v in blobs.items()},
     }
     text = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+    begin(progress, sum(v.nbytes for v in blobs.values()), "exporting")
     with (
         replacing(target, durable=True, overwrite=overwrite) as tmp,
         open(tmp, "wb") as raw,

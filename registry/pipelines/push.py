@@ -5,7 +5,9 @@
    loads, never a pickle fallback) and **fit** it to an architecture by torch's own
    ``load_state_dict(strict=True)`` on the meta device (``fitting``).
 3. **Match**: one read of the catalogue asks which stored blobs have these tensors'
-   XXH3 checksums; each candidate is confirmed byte for byte (never trusted alone).
+   XXH3 checksums; each candidate is confirmed (never trusted alone): byte for byte
+   against a local pack, by the sha256 of this push's bytes against the stored
+   digest where the store is remote (no download to push a fine-tune).
 4. **Write** the tensors whose bytes are new as one pack (``Store.start_pack``), hashed
    with sha256 while they are written.
 5. **Commit** the rows in one short write transaction, after the pack is durable. A
@@ -31,7 +33,15 @@ from ..errors import InvalidArgumentError, StorageError
 from ..keyvalue import check_description, validate_arch_kwargs, validate_tags
 from ..records import ModelVersion, PushReport
 from ..refs import parse_ref, validate_name
-from ..storage import PackReader, PackWritten, Store, checksum_many, manifest_digest, same_bytes
+from ..storage import (
+    PackReader,
+    PackWritten,
+    Store,
+    checksum_many,
+    manifest_digest,
+    same_bytes,
+    sha256_many,
+)
 from .merge import add_to_existing
 
 if TYPE_CHECKING:
@@ -378,6 +388,8 @@ def match_stored(store: Store, prepared: Prepared, stored: dict[str, list[Stored
     """
     views, checksums = prepared.views, prepared.checksums
     result, reps = _dedupe_within(prepared)
+    if store.remote:
+        return _match_by_digest(prepared, stored, result, reps)
     opened: dict[str, PackReader | None] = {}
     for i in reps:
         for blob in stored.get(checksums[i], ()):
@@ -415,6 +427,30 @@ def match_stored(store: Store, prepared: Prepared, stored: dict[str, list[Stored
     for i in reps:
         result[i] = found[i]
     return Plan(digests=result, fresh=[i for i in reps if found[i] is None], damaged=damaged)
+
+
+def _match_by_digest(
+    prepared: Prepared, stored: dict[str, list[StoredBlob]], result: list[Any], reps: list[int]
+) -> Plan:
+    """``match_stored`` for a remote store: a checksum match is confirmed by the sha256
+    of this push's bytes against the stored blob's digest (a cryptographic identity),
+    instead of downloading the stored copy to compare. A damaged remote copy is not
+    noticed here; loads and ``verify`` check every byte they fetch."""
+    views, checksums = prepared.views, prepared.checksums
+    candidates = [
+        i
+        for i in reps
+        if any(b.nbytes == views[i].nbytes for b in stored.get(checksums[i], ()))
+    ]
+    digests = dict(zip(candidates, sha256_many([views[i] for i in candidates])))
+    found: dict[int, str | None] = {}
+    for i in reps:
+        found[i] = next(
+            (b.digest for b in stored.get(checksums[i], ()) if b.digest == digests.get(i)),
+            None,
+        )
+        result[i] = found[i]
+    return Plan(digests=result, fresh=[i for i in reps if found[i] is None])
 
 
 def _dedupe_within(prepared: Prepared) -> tuple[list[Any], list[int]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import metadata
+from .._progress import begin
 from ..catalog.gateway import Gateway, Location
 from ..errors import (
     ArchitectureMismatchError,
@@ -66,8 +67,19 @@ class Opened:
         return tuple(t.info() for t in self.located)
 
 
-def open_version(gateway: Gateway, store: Store, ref: str, verify: bool | str) -> Opened:
+def open_version(
+    gateway: Gateway,
+    store: Store,
+    ref: str,
+    verify: bool | str,
+    progress: Callable[[int], None] | None = None,
+) -> Opened:
     """The version ``ref`` names, where its tensors are, and a checked view of each blob.
+
+    Only the byte ranges of its tensors are read: from a remote store they are fetched
+    (``progress`` gets byte counts) into the local cache first. Bytes that come from a
+    remote store or its cache are always checked (``verify=False`` applies to local
+    packs only); a tensor that fails is fetched once more before it counts as damaged.
 
     Raises InvalidArgumentError for an unknown ``verify``, the NotFound errors of a
     reference, StorageError for a missing pack, IntegrityError for bytes that fail
@@ -89,8 +101,13 @@ def open_version(gateway: Gateway, store: Store, ref: str, verify: bool | str) -
                 f"{record.ref} lists {record.tensor_count} tensors but the catalogue "
                 f"locates {len(located)}; the catalogue is damaged"
             )
+        wanted: dict[str, dict[int, int]] = {}
+        for blob in located:
+            wanted.setdefault(blob.pack_id, {})[blob.offset] = blob.nbytes
         try:
-            packs = {p: store.open(p) for p in dict.fromkeys(b.pack_id for b in located)}
+            packs = store.open_ranges(
+                {pack: list(ranges.items()) for pack, ranges in wanted.items()}, progress
+            )
             break
         except StorageError:
             # `registry gc` may have just moved these tensors to a new pack; look again.
@@ -100,16 +117,31 @@ def open_version(gateway: Gateway, store: Store, ref: str, verify: bool | str) -
     for blob in located:
         if blob.digest not in views:
             views[blob.digest] = packs[blob.pack_id].view(blob.offset, blob.nbytes)
-    if verify:
-        _check_bytes(record, located, views, verify)
+    if verify or store.remote:
+        mode = verify or True
+        bad = _failing(located, views, mode)
+        if bad and _refetched(located, packs, bad):
+            for blob in located:
+                if blob.digest in bad:
+                    views[blob.digest] = packs[blob.pack_id].view(blob.offset, blob.nbytes)
+            bad = _failing(located, {d: views[d] for d in bad}, mode)
+        if bad:
+            _damaged(record, located, bad)
     return Opened(record, located, views, state_metadata, file_metadata, assumed)
 
 
-def _check_bytes(
-    record: ModelVersion, located: list[Location], views: dict[str, memoryview], mode: bool | str
-) -> None:
-    """IntegrityError naming the tensors whose bytes fail the check: the checksum where
-    known (``mode=True``), else (or with ``mode="sha256"``) the sha256."""
+def _refetched(located: list[Location], packs: Mapping[str, Any], bad: set[str]) -> bool:
+    """Ask each pack to read the failed ranges again; True if any could."""
+    again: dict[str, list[tuple[int, int]]] = {}
+    for blob in located:
+        if blob.digest in bad:
+            again.setdefault(blob.pack_id, []).append((blob.offset, blob.nbytes))
+    return any([packs[pack].refetch(sorted(set(ranges))) for pack, ranges in again.items()])
+
+
+def _failing(located: list[Location], views: Mapping[str, memoryview], mode: bool | str) -> set[str]:
+    """Digests among ``views`` whose bytes fail the check: the checksum where known
+    (``mode=True``), else (or with ``mode="sha256"``) the sha256."""
     checksums = {b.digest: b.checksum for b in located}
     if mode == "sha256":
         fast, full = [], list(views)
@@ -118,8 +150,11 @@ def _check_bytes(
         full = [d for d in views if not checksums.get(d)]
     bad = {d for d, a in zip(fast, checksum_many([views[d] for d in fast])) if a != checksums[d]}
     bad |= {d for d, a in zip(full, sha256_many([views[d] for d in full])) if a != d}
-    if not bad:
-        return
+    return bad
+
+
+def _damaged(record: ModelVersion, located: list[Location], bad: set[str]) -> None:
+    """Raise the IntegrityError naming the tensors whose stored bytes are damaged."""
     names = [t.name for t in located if t.digest in bad]
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     base = (
@@ -319,7 +354,7 @@ def pull(
         raise StorageError(f"cannot write {target}: it is a folder")
     if not overwrite:
         refuse_existing(target)
-    opened = open_version(gateway, store, exact, verify="sha256")
+    opened = open_version(gateway, store, exact, verify="sha256", progress=progress)
     _write_weights(opened, target, format, progress, overwrite=overwrite)
     return target
 
@@ -365,6 +400,7 @@ def _write_weights(
     from .._files import replacing
 
     state, record = state_dict(opened), opened.record
+    begin(progress, record.total_bytes, "writing")
     with replacing(target, overwrite=overwrite) as tmp:
         if format == "safetensors":
             from safetensors.torch import save_file

@@ -11,6 +11,15 @@ store can sit behind them without either pipeline changing:
 - ``abandon(written)`` removes a pack the catalogue will not name;
 - ``open(pack_id)`` gives a :class:`PackReader` whose ``view(offset, nbytes)`` is a
   bounds-checked, read-only-to-the-store view of a byte range;
+- ``open_ranges({pack_id: [(offset, nbytes), ...]}, progress)`` opens several packs
+  for reading those ranges: a remote store fetches them all (in parallel) first, so
+  the views that follow need no network; the caller checks every tensor and asks
+  ``reader.refetch(ranges)`` for the ones that fail (True if that may have changed
+  them: a cached copy was damaged; False for a local pack, whose bytes are all there
+  is);
+- ``check_writable()`` raises StoreReadOnlyError if the store would refuse a write;
+- ``remote`` is True where reading stored bytes costs a network transfer (the push then
+  confirms a checksum match by its sha256 instead of reading the stored copy back);
 - ``list()`` names every pack and unfinished upload/temporary file in the store;
 - ``delete(pack_id)`` / ``delete_file(stored)`` remove one.
 
@@ -19,7 +28,7 @@ Nothing here imports torch, the catalogue or SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -70,9 +79,19 @@ class PackReader(Protocol):
         """``nbytes`` bytes at ``offset``; StorageError if the pack is shorter."""
         ...
 
+    def refetch(self, ranges: Sequence[tuple[int, int]]) -> bool:
+        """Read (offset, nbytes) ranges that failed a check again from their origin;
+        True if their views may now differ."""
+        ...
+
 
 class Store(Protocol):
     """Where packs live (see the module docstring for the contract of each operation)."""
+
+    remote: bool
+
+    @property
+    def url(self) -> str: ...
 
     def start_pack(
         self, buffers: Sequence[memoryview], progress: Callable[[int], None] | None = None
@@ -81,6 +100,14 @@ class Store(Protocol):
     def abandon(self, written: PackWritten) -> None: ...
 
     def open(self, pack_id: str) -> PackReader: ...
+
+    def open_ranges(
+        self,
+        wanted: Mapping[str, Sequence[tuple[int, int]]],
+        progress: Callable[[int], None] | None = None,
+    ) -> Mapping[str, PackReader]: ...
+
+    def check_writable(self) -> None: ...
 
     def list(self) -> list[StoredFile]: ...
 

@@ -18,12 +18,13 @@ import mmap
 import os
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from .._progress import begin
 from ..config import HASH_THREADS
-from ..errors import StorageError
+from ..errors import StorageError, StoreReadOnlyError
 from . import _libc
 from .base import PackWritten, StoredFile, checked_range
 from .hashing import sha256_hex
@@ -48,8 +49,34 @@ def _fsync_dir(path: Path) -> None:
 class LocalStore:
     """Content-addressed tensor bytes in pack files under ``root`` (a ``base.Store``)."""
 
+    remote = False
+
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def check_writable(self) -> None:
+        """Raise StoreReadOnlyError if the store's folder (or the first existing folder
+        above it) may not be written by this user."""
+        for folder in (self.root, *self.root.parents):
+            if folder.exists():
+                if not os.access(folder, os.W_OK | os.X_OK):
+                    raise StoreReadOnlyError(
+                        f"the tensor store refused to write: {folder} is not writable by "
+                        "this user"
+                    )
+                return
+
+    def open_ranges(
+        self,
+        wanted: Mapping[str, Sequence[tuple[int, int]]],
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, MappedPack]:
+        """Map each pack ``wanted`` names (its bytes are all here: nothing to fetch)."""
+        return {pack_id: self.open(pack_id) for pack_id in wanted}
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -91,6 +118,7 @@ class LocalStore:
         """
         sizes = [b.nbytes for b in buffers]
         plan = layout(placeholder_names(len(buffers)), sizes)
+        begin(progress, sum(sizes), "writing")
         pack_id = uuid.uuid4().hex
         final = self.pack_path(pack_id)
         tmp = self.root / "tmp" / f"{pack_id}.pack.tmp"
@@ -226,6 +254,10 @@ class MappedPack:
         """A zero-copy view of ``nbytes`` at ``offset``, bounds-checked."""
         checked_range(self.pack_id, len(self._mapped), offset, nbytes)
         return memoryview(self._mapped)[offset : offset + nbytes]
+
+    def refetch(self, ranges: Sequence[tuple[int, int]]) -> bool:
+        """False: the pack file is the only copy, there is nowhere else to read from."""
+        return False
 
 
 def _write_all(fd: int, data: memoryview) -> None:
