@@ -1,4 +1,5 @@
-"""Shared fixtures: a registry in a temporary folder, real checkpoint files, the CLI."""
+"""Shared fixtures: a registry in a temporary folder, real checkpoint files, the CLI,
+and real PostgreSQL and SeaweedFS (S3) servers for the session (tests/servers.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from servers import PostgresServer, SeaweedServer
 
 from registry import Registry
 
@@ -35,6 +38,53 @@ def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+
+
+# -- servers ------------------------------------------------------------------------------
+
+
+class MissingServerWarning(UserWarning):
+    """A server the tests need cannot be started here: its tests are skipped."""
+
+
+def _unavailable(server: str, what: str) -> None:
+    message = f"no {server} server can be started here, so tests needing one SKIP: {what}"
+    warnings.warn(MissingServerWarning(message), stacklevel=2)
+    pytest.skip(message)
+
+
+#: How long each server took to start, for the terminal summary.
+_STARTUPS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _STARTUPS:
+        terminalreporter.write_line(
+            "test servers started in "
+            + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in _STARTUPS.items())
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the session (tests/servers.py: PostgresServer)."""
+    missing = PostgresServer.missing()
+    if missing:
+        _unavailable("PostgreSQL", missing)
+    with PostgresServer() as server:
+        _STARTUPS["postgresql"] = server.startup_seconds
+        yield server
+
+
+@pytest.fixture(scope="session")
+def seaweed_server():
+    """A SeaweedFS server with its S3 gateway for the session (servers.SeaweedServer)."""
+    missing = SeaweedServer.missing()
+    if missing:
+        _unavailable("SeaweedFS (S3)", missing)
+    with SeaweedServer() as server:
+        _STARTUPS["seaweedfs"] = server.startup_seconds
+        yield server
 
 
 @pytest.fixture
