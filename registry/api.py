@@ -339,6 +339,38 @@ class Registry:
 
         return bundles.import_bundle(self._gateway, self._store, path, progress=progress)
 
+    def mirror(
+        self,
+        target: Registry,
+        name: str | None = None,
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportReport:
+        """Copy every version (of the models ``name`` matches: a name or glob) into
+        ``target``, another registry on any backend, and return the import's report.
+
+        It is :meth:`export` of those versions, oldest first, into one bundle in a
+        temporary folder (``workdir``, default the system's; it needs room for the
+        distinct tensor bytes once) and :meth:`import_bundle` of it into ``target``,
+        so everything an export keeps is kept (lineage across names too), versions
+        ``target`` already has are not added again, and running it twice copies only
+        what is new. Raises InvalidArgumentError when there is nothing to copy.
+        """
+        import tempfile
+
+        if not isinstance(target, Registry):
+            raise InvalidArgumentError("target= must be a Registry (the one to copy into)")
+        refs = [v.ref for v in self.list(name, sort="created", reverse=True)]
+        if not refs:
+            raise InvalidArgumentError(
+                f"no versions of {name!r} to mirror" if name else "this registry has no versions"
+            )
+        with tempfile.TemporaryDirectory(prefix="registry-mirror-", dir=workdir) as folder:
+            bundle = Path(folder) / "mirror.tar"
+            self.export(refs, bundle, progress=progress)
+            return target.import_bundle(bundle, progress=progress)
+
     # -- weights out ------------------------------------------------------------------
 
     def load_state_dict(self, ref: str, *, verify: bool | str = True) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ the API. Its modules, from the top down:
     organise     tag, untag, alias, describe, rm
     browse       list, show, diff, log
     maintenance  gc, verify, db upgrade, db current
-    bundles      export, import
+    bundles      export, import, mirror
     cache        cache info, cache prune, cache clear
     archs        identify, archs
     app          the click group and command classes, errors -> one line, open_registry
@@ -30,7 +30,7 @@ from __future__ import annotations
 from .app import cli
 from .archs import archs, identify
 from .browse import diff, list_, log, show
-from .bundles import export, import_
+from .bundles import export, import_, mirror
 from .cache import cache
 from .maintenance import db, gc, verify
 from .organise import alias, describe, rm, tag, untag
@@ -41,7 +41,7 @@ for _command in (
     list_, show, diff, log,
     tag, untag, alias, describe, rm,
     gc, verify, db, cache,
-    export, import_,
+    export, import_, mirror,
     identify, archs,
 ):  # fmt: skip
     cli.add_command(_command)

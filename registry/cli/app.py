@@ -77,11 +77,12 @@ def one_line(message: str) -> str:
     return "; ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
-def open_registry() -> Registry:
-    """The Registry the environment names; the API is imported only when a command runs."""
+def open_registry(**settings: str | None) -> Registry:
+    """The Registry the environment names (or ``home=``, ``database_url=``,
+    ``storage_url=`` override); the API is imported only when a command runs."""
     from ..api import Registry
 
-    return Registry()
+    return Registry(**settings)  # type: ignore[arg-type]
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

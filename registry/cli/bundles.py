@@ -1,7 +1,7 @@
-"""The commands that carry versions between registries: ``export`` and ``import``.
+"""The commands that carry versions between registries: ``export``, ``import``, ``mirror``.
 
 Owns their options and what they print; writing and reading bundles is
-:class:`registry.Registry`'s (``export``, ``import_bundle``).
+:class:`registry.Registry`'s (``export``, ``import_bundle``, ``mirror``).
 
 Must never import ``registry.pipelines``, torch, SQLAlchemy or the other layers below the
 API; the API is reached through ``app.open_registry``.
@@ -67,3 +67,66 @@ def import_(path: str, as_json: bool) -> None:
     )
     for _source, target, _created in report.versions:
         click.echo(target)
+
+
+@click.command(cls=Command)
+@click.option("--to-home", type=click.Path(file_okay=False), help="The target registry's home folder.")
+@click.option(
+    "--to-database-url",
+    metavar="URL",
+    help="The target's catalogue (sqlite:///PATH or postgresql+psycopg://...).",
+)
+@click.option(
+    "--to-storage-url", metavar="URL", help="The target's tensor store (a folder or s3://bucket/prefix)."
+)
+@click.option("--name", "pattern", metavar="GLOB", help="Only models whose name matches.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    help="Folder for the temporary bundle (default: the system's temporary folder).",
+)
+@json_option
+def mirror(
+    to_home: str | None,
+    to_database_url: str | None,
+    to_storage_url: str | None,
+    pattern: str | None,
+    workdir: str | None,
+    as_json: bool,
+) -> None:
+    """Copy every version of this registry into another one, on any backend.
+
+    This registry is the one the environment names (REGISTRY_HOME, REGISTRY_DATABASE_URL,
+    REGISTRY_STORAGE_URL); the target is only what the --to-* options say: --to-home
+    alone is a local registry there, otherwise give both --to-database-url and
+    --to-storage-url (a target never falls back to this environment's settings).
+    Lineage, tags, aliases and history come along; running it again copies only what
+    is new.
+    """
+    from pathlib import Path
+
+    if to_home is None and not (to_database_url and to_storage_url):
+        raise click.UsageError(
+            "name the target with --to-home, or with both --to-database-url and --to-storage-url"
+        )
+    if to_home is not None:
+        home = Path(to_home).expanduser().absolute()
+        to_database_url = to_database_url or f"sqlite:///{home / 'registry.db'}"
+        to_storage_url = to_storage_url or str(home / "objects")
+    source = open_registry()
+    target = open_registry(home=to_home, database_url=to_database_url, storage_url=to_storage_url)
+    with progress(as_json, "mirroring") as bar:
+        report = source.mirror(target, pattern, workdir=workdir, progress=bar)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    for note in report.notes:
+        say(f"note: {note}")
+    created = sum(1 for _s, _t, c in report.versions if c)
+    say(
+        f"mirrored {len(report.versions)} versions ({created} new to the target, "
+        f"{len(report.versions) - created} already there); wrote "
+        f"{_format.size(report.bytes_written)} ({report.tensors_written} tensors)"
+    )
+    for _source, target_ref, _created in report.versions:
+        click.echo(target_ref)

@@ -36,7 +36,7 @@ def _cache_key(settings: Settings) -> str:
     """What makes two object stores the same one: the endpoint, bucket and prefix."""
     from .. import config
 
-    return f"{config.object_store_endpoint() or 'aws'} {settings.storage_url}"
+    return f"{settings.storage_url} at {config.object_store_endpoint() or 'AWS'}"
 
 __all__ = [
     "LocalStore",

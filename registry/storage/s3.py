@@ -42,7 +42,7 @@ from typing import Any
 
 from .._progress import begin
 from ..config import HASH_THREADS, ObjectStoreLocation
-from ..errors import StorageError, StoreReadOnlyError
+from ..errors import ConfigurationError, StorageError, StoreReadOnlyError
 from .base import PackWritten, StoredFile, checked_range
 from .cache import PackCache, Range, merge, subtract
 from .hashing import sha256_hex
@@ -90,8 +90,13 @@ class S3Store:
     @cached_property
     def client(self) -> Any:
         """A boto3 S3 client: endpoint, credentials, region from the usual AWS settings."""
-        import boto3
-        from botocore.config import Config
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise ConfigurationError(
+                f"REGISTRY_STORAGE_URL={self.url} needs boto3: pip install 'registry[s3]'"
+            ) from None
 
         try:
             return boto3.session.Session().client(
