@@ -1,10 +1,19 @@
-"""Shared fixtures: a registry in a temporary folder, real checkpoint files, the CLI,
-and real PostgreSQL and SeaweedFS (S3) servers for the session (tests/servers.py)."""
+"""Shared fixtures: a registry in a temporary folder, real checkpoint files, the CLI.
+
+Backends: a test module that sets ``BACKENDS = ("local", "team")`` runs each test
+using ``home`` (or ``reg``) once per backend, ids ``test_x[local]`` and
+``test_x[team]``: "local" is SQLite and a folder under REGISTRY_HOME, "team" is
+PostgreSQL and an S3 bucket (SeaweedFS), both real servers started on loopback for
+the session (tests/servers.py). Tests marked ``local_only`` run on "local" alone.
+Other modules stay local-only and are not parametrized.
+"""
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,7 +49,25 @@ def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
 
 
-# -- servers ------------------------------------------------------------------------------
+# -- servers and backends ---------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "local_only: about the local layout (registry.db, HOME/objects, file modes, "
+        "SQLite fast paths); runs on the local backend only in BACKENDS modules",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize `backend` (used by `home`, so by `reg`) in modules that set BACKENDS."""
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    if backends is None or "backend" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("local_only"):
+        backends = ("local",)
+    metafunc.parametrize("backend", list(backends), indirect=True)
 
 
 class MissingServerWarning(UserWarning):
@@ -87,13 +114,69 @@ def seaweed_server():
         yield server
 
 
+@pytest.fixture(scope="session")
+def team_bucket(seaweed_server: SeaweedServer) -> str:
+    """The session's bucket; each team registry lives under a prefix of its own."""
+    return seaweed_server.new_bucket()
+
+
+_prefixes = itertools.count()
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty registry home, also exported as REGISTRY_HOME for the CLI."""
+def team_env(
+    request: pytest.FixtureRequest,
+    postgres_server: PostgresServer,
+    seaweed_server: SeaweedServer,
+    team_bucket: str,
+) -> dict[str, str]:
+    """The environment of a fresh, empty team registry: a new PostgreSQL database,
+    a new prefix in the session bucket, the admin S3 identity. Not applied: pass it to
+    run_cli(env=...) or monkeypatch.setenv each item (the `home` fixture does so in
+    team mode)."""
+    prefix = f"{next(_prefixes):04d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', request.node.name)[:60]}"
+    return {
+        "REGISTRY_DATABASE_URL": postgres_server.new_database(),
+        "REGISTRY_STORAGE_URL": f"s3://{team_bucket}/{prefix.strip('-')}/",
+        **seaweed_server.env(),
+    }
+
+
+@pytest.fixture
+def reader_env(team_env: dict[str, str], seaweed_server: SeaweedServer) -> dict[str, str]:
+    """The same registry as team_env with the S3 identity that may only read and list.
+    (The database URL is unchanged: PostgresServer.url_for gives it as another role.)"""
+    return {**team_env, **seaweed_server.env(reader=True)}
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend, "local" or "team": parametrized in modules that set BACKENDS, else "local"."""
+    return getattr(request, "param", "local")
+
+
+@pytest.fixture
+def home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, request: pytest.FixtureRequest
+) -> Path:
+    """An empty registry home, also exported as REGISTRY_HOME for the CLI.
+
+    On the team backend the catalogue and the tensors are elsewhere (team_env, set in
+    the environment); the home stays a folder of this test, and so does
+    REGISTRY_CACHE_DIR (the session sets it for all tests), so each test starts with
+    an empty pack cache."""
     path = tmp_path / "registry-home"
     monkeypatch.setenv("REGISTRY_HOME", str(path))
-    monkeypatch.delenv("REGISTRY_DATABASE_URL", raising=False)
-    monkeypatch.delenv("REGISTRY_STORAGE_URL", raising=False)
+    if backend == "team":
+        env = request.getfixturevalue("team_env")
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "REGISTRY_CACHE_MAX_SIZE"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("REGISTRY_CACHE_DIR", str(tmp_path / "registry-cache"))
+    else:
+        monkeypatch.delenv("REGISTRY_DATABASE_URL", raising=False)
+        monkeypatch.delenv("REGISTRY_STORAGE_URL", raising=False)
     return path
 
 

@@ -14,6 +14,9 @@ from safetensors.torch import load_file, save_file
 from registry import ModelVersion, Registry
 from registry.errors import InvalidArgumentError, ModelNotFoundError
 
+#: Tests using `home` or `reg` run on SQLite + a folder and on PostgreSQL + S3 (conftest.py).
+BACKENDS = ("local", "team")
+
 
 def test_push_records_metadata(reg: Registry, resnet18_pth: Path, resnet18_state):
     mv = reg.push(
@@ -190,6 +193,8 @@ def test_tied_weights_stay_tied():
     assert torch.equal(module.head.weight, original.embed.weight)
 
 
+# local_only: asserts where the local layout puts things (HOME/registry.db, HOME/objects/packs).
+@pytest.mark.local_only
 def test_registry_home_from_environment(home: Path, resnet18_state):
     with Registry() as reg:
         reg.push(resnet18_state, "env", arch="resnet18")

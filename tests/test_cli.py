@@ -20,6 +20,9 @@ from safetensors.torch import load_file
 from registry import Registry
 from registry.cli import cli
 
+#: Tests using `home` or `reg` run on SQLite + a folder and on PostgreSQL + S3 (conftest.py).
+BACKENDS = ("local", "team")
+
 
 def invoke(*args: str):
     """Run the CLI in-process; stdout and stderr are kept apart (click >= 8.2)."""
@@ -261,6 +264,9 @@ def test_archs(home: Path):
     assert [a["name"] for a in listed] == names
 
 
+# local_only: ends by asserting the SQLite file HOME/registry.db exists; the team backend's
+# `db current` / `db upgrade` run in test_installed_command_help_version_and_db[team].
+@pytest.mark.local_only
 def test_db_current_and_upgrade(home: Path):
     fresh = ok("db", "current")
     assert fresh.stdout.strip() == "none (needs 0004: run `registry db upgrade`)"
