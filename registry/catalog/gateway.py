@@ -20,25 +20,40 @@ grouped by concern (``versions``, ``blobs``, ``labels``, ``history``).
   an empty in-memory catalogue.
 
 Database errors become :class:`CatalogError` with one line; a :class:`Contention`
-that a pipeline does not retry becomes one too. Must never import torch, or
-SQLAlchemy at module level.
+that a pipeline does not retry becomes one too. A write the database refuses (a
+SELECT-only role, a read-only file) is :class:`CatalogReadOnlyError`, its transaction
+rolled back; ``check_writable`` asks beforehand, for operations that write the store
+first. Must never import torch, or SQLAlchemy at module level.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..errors import CatalogError, ConfigurationError
 from . import revision as schema_revision
+from .access import AccessQueries
 from .blobs import BlobQueries
 from .history import HistoryQueries
 from .labels import LabelQueries
-from .rows import SQLITE_PRAGMAS, Contention, Location, StoredBlob, VersionRow, first_line
+from .rows import (
+    SQLITE_PRAGMAS,
+    Contention,
+    Location,
+    StoredBlob,
+    VersionRow,
+    _as_catalog_error,
+    first_line,
+    is_refusal,
+    refusal,
+)
 from .versions import SORTS, VersionQueries
 
 if TYPE_CHECKING:
@@ -47,12 +62,13 @@ if TYPE_CHECKING:
 _SCHEMA_ATTEMPTS = 6
 
 
-class Catalog(VersionQueries, BlobQueries, LabelQueries, HistoryQueries):
+class Catalog(VersionQueries, BlobQueries, LabelQueries, HistoryQueries, AccessQueries):
     """Every catalogue statement, on one open connection in one transaction.
 
     ``versions.VersionQueries`` finds, lists, adds and removes versions;
     ``blobs.BlobQueries`` knows where tensor bytes are; ``labels.LabelQueries``
-    tags, aliases and descriptions; ``history.HistoryQueries`` the events.
+    tags, aliases and descriptions; ``history.HistoryQueries`` the events;
+    ``access.AccessQueries`` who may write, and the grants of a read-only role.
     """
 
     def revision(self) -> str | None:
@@ -105,8 +121,8 @@ class Gateway:
                 self.ensure_ready(catalog)
             with catalog.transaction(write):
                 yield catalog
-        except errors as exc:
-            raise CatalogError(f"catalogue database error: {first_line(exc)}") from None
+        except errors as exc:  # raised outside a statement: at commit, say
+            raise _as_catalog_error(exc, self.where) from None
         finally:
             connection.close()
 
@@ -154,9 +170,43 @@ class Gateway:
             False,
         )
 
-    @staticmethod
-    def _catalog(connection: Any, dbapi: Any, sqlite: bool = True) -> Catalog:
-        return Catalog(connection, sqlite=sqlite, integrity=dbapi.IntegrityError)
+    def _catalog(self, connection: Any, dbapi: Any, sqlite: bool = True) -> Catalog:
+        return Catalog(connection, sqlite=sqlite, errors=dbapi.Error, where=self.where)
+
+    @cached_property
+    def where(self) -> str:
+        """The database as messages name it: a SQLite file's path, else the URL
+        without its password (and without the driver's name)."""
+        if self._sqlite_path is not None:
+            return str(self._sqlite_path)
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(self.url)
+        except Exception:  # an invalid URL: connecting says what is wrong with it
+            return "the catalogue database"
+        return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+
+    # -- access -------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """Raise CatalogReadOnlyError unless this catalogue accepts writes.
+
+        Cheap (one query, no lock), so that an operation which writes the store before
+        the catalogue (a push writes its pack first, gc rewrites packs, an import
+        writes the bundle's tensors) can ask before it changes anything. PostgreSQL:
+        the role's privileges on every table a write touches and on their sequences,
+        and that its transactions may write (not a read-only role or standby). SQLite:
+        that the file (and its folder, where the journal goes) may be written; a
+        file that does not exist yet needs a folder it can be created in.
+        """
+        if self._sqlite_path is not None:
+            problem = _sqlite_unwritable(self._sqlite_path)
+        else:
+            with self._open(write=True) as catalog:
+                problem = catalog.write_refusal()
+        if problem is not None:
+            raise refusal(problem, self.where)
 
     # -- the schema -----------------------------------------------------------------
 
@@ -179,7 +229,7 @@ class Gateway:
         if current == schema_revision.SCHEMA_REVISION:
             self._schema_checked = True
             return
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import DBAPIError, OperationalError
 
         from . import schema
 
@@ -187,7 +237,14 @@ class Gateway:
             try:
                 schema.ensure_schema(self.engine)
                 break
-            except OperationalError as exc:
+            except DBAPIError as exc:
+                if is_refusal(exc.orig):  # a read-only role, first on an empty database
+                    raise refusal(
+                        f"cannot create the registry's tables: {first_line(exc.orig)}",
+                        self.where,
+                    ) from None
+                if not isinstance(exc, OperationalError):
+                    raise
                 # Two first-time users of a new SQLite file can meet while one of them
                 # creates it (WAL set-up); SQLite then answers "locked" without waiting.
                 if "locked" not in str(exc.orig) or attempt == _SCHEMA_ATTEMPTS - 1:
@@ -219,6 +276,22 @@ class Gateway:
         result = schema.upgrade(self.engine)
         self._schema_checked = False
         return result
+
+
+def _sqlite_unwritable(path: Path) -> str | None:
+    """Why the SQLite catalogue at ``path`` cannot be written, or None if it can: the
+    file (with its WAL files) and its folder must be writable; a file that does not
+    exist yet, its nearest existing folder."""
+    if path.exists():
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if file.exists() and not os.access(file, os.W_OK):
+                return f"{file} is not writable"
+        folder = path.parent
+    else:
+        folder = next((p for p in path.parents if p.exists()), Path("/"))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable"
+    return None
 
 
 __all__ = [

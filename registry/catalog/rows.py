@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import CatalogError
+from ..errors import CatalogError, CatalogReadOnlyError
 from ..records import PROVENANCE_FIELDS, Shared, TensorInfo
 
 #: Bound parameters per IN (...) list; SQLite's default limit is 32766.
@@ -181,19 +181,46 @@ def first_line(exc: BaseException) -> str:
 
 #: What a constraint violation that a concurrent writer caused looks like: a foreign
 #: key (a blob that gc removed meanwhile) or a unique key (a row another writer added
-#: first). SQLSTATE on PostgreSQL, the message on SQLite.
-_CONTENTION_STATES = {"23503", "23505"}
+#: first). SQLSTATE on PostgreSQL, the message on SQLite. PostgreSQL's serialisation
+#: failure and deadlock (it rolled this transaction back for another's sake) are
+#: contention too.
+_CONTENTION_STATES = {"23503", "23505", "40001", "40P01"}
 _CONTENTION_TEXT = ("FOREIGN KEY constraint failed", "UNIQUE constraint failed")
+#: What a refusal to write looks like: PostgreSQL's insufficient_privilege (a role
+#: without INSERT, UPDATE or DELETE) and read_only_sql_transaction (a role whose
+#: transactions are read-only, a standby server); SQLite's read-only file or folder.
+_READ_ONLY_STATES = {"42501", "25006"}
+_READ_ONLY_TEXT = ("attempt to write a readonly database",)
 
 
-def _as_catalog_error(exc: Exception) -> CatalogError:
-    """Contention for what a concurrent writer causes; any other violation is a
-    CatalogError that no retry would cure."""
-    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a PostgreSQL driver's error (psycopg 3 or psycopg2); None else."""
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether the database refused to write (see _READ_ONLY_STATES)."""
+    return sqlstate(exc) in _READ_ONLY_STATES or any(t in str(exc) for t in _READ_ONLY_TEXT)
+
+
+def refusal(exc: BaseException | str, where: str) -> CatalogReadOnlyError:
+    """The one-line error for a write the catalogue refused (``where``: which database)."""
+    detail = exc if isinstance(exc, str) else first_line(exc)
+    return CatalogReadOnlyError(
+        f"the catalogue refused to write (read-only access to {where}): {detail}"
+    )
+
+
+def _as_catalog_error(exc: Exception, where: str = "the catalogue database") -> CatalogError:
+    """Contention for what a concurrent writer causes; CatalogReadOnlyError for a
+    refused write; any other error is a CatalogError that no retry would cure."""
+    state = sqlstate(exc)
     if state in _CONTENTION_STATES or any(t in str(exc) for t in _CONTENTION_TEXT):
         return Contention(
             f"catalogue database error: {first_line(exc)} (a concurrent change; try again)"
         )
+    if is_refusal(exc):
+        return refusal(exc, where)
     return CatalogError(f"catalogue database error: {first_line(exc)}")
 
 
@@ -202,24 +229,42 @@ class Statements:
 
     ``sqlite`` says the connection is :mod:`sqlite3` (``?`` placeholders, explicit
     ``BEGIN``); otherwise it is a PostgreSQL driver's (``%s``, implicit transactions).
-    ``integrity`` is the driver's IntegrityError class, turned into :class:`Contention`.
+    ``errors`` is the driver's base error class: a statement's error becomes
+    :class:`Contention` (what a concurrent writer causes), :class:`CatalogReadOnlyError`
+    (a write refused) or :class:`CatalogError`, with one line. ``where`` names the
+    database in those messages.
     """
 
-    def __init__(self, connection: Any, *, sqlite: bool, integrity: type[Exception]):
+    def __init__(
+        self,
+        connection: Any,
+        *,
+        sqlite: bool,
+        errors: type[Exception],
+        where: str = "the catalogue database",
+    ):
         self._connection = connection
         self.sqlite = sqlite
-        self._integrity = integrity
+        self._errors = errors
+        self.where = where
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement; its rows (none for a statement that returns none)."""
-        if not self.sqlite:
+        """Run one statement; its rows (none for a statement that returns none).
+
+        Without ``params`` the text goes to the driver as it is (no placeholders: a
+        ``?`` or ``%`` in a quoted name stays itself).
+        """
+        if params and not self.sqlite:
             sql = sql.replace("?", "%s")
         cursor = self._connection.cursor()
         try:
-            cursor.execute(sql, tuple(params))
+            if params:
+                cursor.execute(sql, tuple(params))
+            else:
+                cursor.execute(sql)
             return list(cursor.fetchall()) if cursor.description else []
-        except self._integrity as exc:
-            raise _as_catalog_error(exc) from exc
+        except self._errors as exc:
+            raise _as_catalog_error(exc, self.where) from exc
         finally:
             cursor.close()
 
@@ -233,8 +278,8 @@ class Statements:
         try:
             for chunk in chunks(rows, 5000):
                 cursor.executemany(sql, [tuple(r) for r in chunk])
-        except self._integrity as exc:
-            raise _as_catalog_error(exc) from exc
+        except self._errors as exc:
+            raise _as_catalog_error(exc, self.where) from exc
         finally:
             cursor.close()
 
