@@ -119,6 +119,18 @@ class BlobQueries(Statements):
             )
         ]
 
+    def locate_blobs(self, digests: Sequence[str]) -> dict[str, tuple[StoredBlob, str | None]]:
+        """Where each of ``digests`` is stored now, with its checksum (absent: not stored)."""
+        found: dict[str, tuple[StoredBlob, str | None]] = {}
+        for chunk in chunks(sorted(set(digests))):
+            for d, p, o, n, c in self.execute(
+                'SELECT digest, pack_id, "offset", nbytes, checksum FROM blobs '
+                f"WHERE digest IN ({marks(len(chunk))})",
+                chunk,
+            ):
+                found[d] = (StoredBlob(d, p, o, n), c)
+        return found
+
     def live_digests(self) -> set[str]:
         """Digests some version's tensor uses."""
         return {d for (d,) in self.execute("SELECT DISTINCT digest FROM tensors")}
@@ -128,6 +140,25 @@ class BlobQueries(Statements):
         return {p: int(n) for p, n in self.execute("SELECT id, nbytes FROM packs")}
 
     # -- recording (inside a write transaction) -------------------------------------
+
+    def lock_for_gc(self) -> None:
+        """Make writers of packs, blobs and tensor rows wait until this transaction ends,
+        so that what gc finds used cannot change before it commits.
+
+        The first statement of gc's write transaction. SQLite's write transaction holds
+        the database's one write lock already (nothing to do). On PostgreSQL, where
+        writes run side by side at READ COMMITTED, a push could otherwise commit a
+        version naming a stored tensor gc has just found unused and is deleting. SHARE
+        ROW EXCLUSIVE conflicts with the ROW EXCLUSIVE lock every INSERT, UPDATE and
+        DELETE takes, and with itself (two gcs run one after the other); reads, and
+        the row locks foreign-key checks take, go on. The tables are locked in the
+        order a push or an import first writes them (packs, blobs, then tensors), so
+        gc never holds one such a writer waits for while it waits for that writer.
+        A writer that waited and names a blob gc deleted fails its foreign key: a
+        Contention, which it retries.
+        """
+        if not self.sqlite:
+            self.execute("LOCK TABLE packs, blobs, tensors IN SHARE ROW EXCLUSIVE MODE")
 
     def add_pack(
         self, pack_id: str, nbytes: int, blobs: Sequence[tuple[str, int, int, str | None]] = ()

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog.gateway import Catalog, Gateway, StoredBlob
+from ..catalog.gateway import Catalog, Contention, Gateway, StoredBlob
 from ..errors import IntegrityError, StorageError
 from ..records import GcReport, Problem, VerifyReport
 from ..refs import parse_ref
@@ -20,6 +20,8 @@ from ..storage.packs import layout, placeholder_names
 
 #: Files the catalogue does not know are left alone by gc until they are this old.
 GC_GRACE_SECONDS = 3600
+#: How many times gc and verify look again after a concurrent writer's change.
+_ATTEMPTS = 5
 
 
 @dataclass
@@ -37,22 +39,43 @@ def gc(gateway: Gateway, store: Store, *, dry_run: bool = False) -> GcReport:
     """Remove stored tensors that no version uses any more (see ``Registry.gc``).
 
     The catalogue changes in one write transaction, committed after the rewritten
-    packs are durable and before any file is deleted.
+    packs are durable and before any file is deleted; concurrent pushes wait for it
+    (``Catalog.lock_for_gc``). A :class:`Contention` starts it over, at most _ATTEMPTS
+    times. A dry run only reads. Raises CatalogReadOnlyError, before anything changes,
+    when the catalogue refuses writes; IntegrityError (nothing changed) when a pack to
+    rewrite holds corrupt bytes.
     """
-    with gateway.write() as catalog:
-        plan = _plan(catalog, store)
-        report = GcReport(
-            dry_run=dry_run,
-            bytes_freed=plan.freed,
-            blobs_removed=len(plan.dead_blobs),
-            packs_removed=len(plan.doomed),
-            packs_rewritten=len(plan.rewrites),
-            orphan_files_removed=len(plan.orphans),
-        )
-        if dry_run:
-            return report
-        written: list[PackWritten] = []
+    if dry_run:
+        with gateway.read() as catalog:
+            return _report(_plan(catalog, store), dry_run=True)
+    gateway.check_writable()  # before a pack is rewritten
+    for attempt in range(_ATTEMPTS):
         try:
+            return _collect(gateway, store)
+        except Contention:
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _report(plan: _GcPlan, *, dry_run: bool) -> GcReport:
+    return GcReport(
+        dry_run=dry_run,
+        bytes_freed=plan.freed,
+        blobs_removed=len(plan.dead_blobs),
+        packs_removed=len(plan.doomed),
+        packs_rewritten=len(plan.rewrites),
+        orphan_files_removed=len(plan.orphans),
+    )
+
+
+def _collect(gateway: Gateway, store: Store) -> GcReport:
+    """One attempt: plan and act in one write transaction, then delete the files."""
+    written: list[PackWritten] = []
+    try:
+        with gateway.write() as catalog:
+            catalog.lock_for_gc()  # what is used cannot change until this commits
+            plan = _plan(catalog, store)
             for pack_id, keep in plan.rewrites:
                 new = _rewrite(store, pack_id, keep)
                 written.append(new)
@@ -61,15 +84,15 @@ def gc(gateway: Gateway, store: Store, *, dry_run: bool = False) -> GcReport:
                     catalog.move_blob(blob.digest, new.pack_id, offset)
             catalog.delete_blobs(plan.dead_blobs)
             catalog.delete_pack_rows(plan.doomed + [p for p, _ in plan.rewrites])
-        except BaseException:
-            for new in written:
-                store.abandon(new)
-            raise
+    except BaseException:  # rolled back: the new packs are nobody's
+        for new in written:
+            store.abandon(new)
+        raise
     for pack_id in plan.doomed + [p for p, _ in plan.rewrites]:
         store.delete(pack_id)
     for orphan in plan.orphans:
         store.delete_file(orphan)
-    return report
+    return _report(plan, dry_run=False)
 
 
 def _plan(catalog: Catalog, store: Store) -> _GcPlan:
@@ -130,7 +153,13 @@ def _rewrite(store: Store, pack_id: str, keep: list[StoredBlob]) -> PackWritten:
 
 def verify(gateway: Gateway, store: Store, ref: str | None = None) -> VerifyReport:
     """Re-hash stored tensors (of one version, or all of them) against their sha256
-    and their checksum (see ``Registry.verify``)."""
+    and their checksum (see ``Registry.verify``).
+
+    The store is read after the catalogue, so a concurrent ``gc`` may have moved a
+    tensor to a new pack, or deleted it as unused, meanwhile: a tensor whose pack is
+    missing or short is looked up again, and counts as missing only where the
+    catalogue still says it is.
+    """
     checked_ref = None
     with gateway.read() as catalog:
         if ref is None:
@@ -150,6 +179,19 @@ def verify(gateway: Gateway, store: Store, ref: str | None = None) -> VerifyRepo
             # The user reads counts of the version's tensors, however they are stored.
             checked, checked_bytes = len(located), sum(loc.nbytes for loc in located)
     corrupt, missing = _check_blobs(store, blobs)
+    for _attempt in range(_ATTEMPTS):
+        if not missing:
+            break
+        with gateway.read() as catalog:
+            now = catalog.locate_blobs([b.digest for b in missing])
+        # Gone from the catalogue: gc deleted it as unused; where it was: missing.
+        moved = [now[b.digest] for b in missing if b.digest in now and now[b.digest][0] != b]
+        missing = [b for b in missing if b.digest in now and now[b.digest][0] == b]
+        if not moved:
+            break
+        more_corrupt, more_missing = _check_blobs(store, moved)
+        corrupt += more_corrupt
+        missing += more_missing
     with gateway.read() as catalog:
         users = catalog.users_of([b.digest for b in corrupt + missing])
 

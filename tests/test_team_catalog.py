@@ -1,0 +1,230 @@
+"""A team's catalogue: one PostgreSQL database shared by many processes and users.
+
+gc running while others push, remove, verify and export; the first use of an empty
+database by several processes at once; a read-only (SELECT-only) role, and the
+`registry db grant-reader` command that makes one. Every test runs on a real
+PostgreSQL server started here, on loopback, with a local folder store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from servers import PostgresServer
+
+from registry import Registry
+
+TESTS = str(Path(__file__).parent)
+
+
+@pytest.fixture
+def database(postgres_server: PostgresServer) -> str:
+    """A new, empty database on the session's PostgreSQL server; its URL (owner role)."""
+    return postgres_server.new_database()
+
+
+def _env(home: Path, url: str) -> dict[str, str]:
+    """A registry with this catalogue and a local folder store (HOME/objects)."""
+    return {
+        "REGISTRY_HOME": str(home),
+        "REGISTRY_DATABASE_URL": url,
+        "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")])),
+    }
+
+
+def _start_all(scripts: dict[str, list[str]], env: dict[str, str]) -> dict[str, subprocess.Popen]:
+    """Run each ``python -c SCRIPT ARGS...`` in a process of its own, by label."""
+    return {
+        label: subprocess.Popen(
+            [sys.executable, "-c", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**_without_storage_url(), **env},
+        )
+        for label, args in scripts.items()
+    }
+
+
+def _without_storage_url() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "REGISTRY_STORAGE_URL"}
+
+
+def _finish_all(procs: dict[str, subprocess.Popen], timeout: float = 120) -> dict[str, str]:
+    """Each process's stdout, by label; fails naming every process that failed."""
+    outputs = {label: p.communicate(timeout=timeout) for label, p in procs.items()}
+    failed = [
+        f"{label} failed:\n{out}{err}"
+        for label, (out, err) in outputs.items()
+        if procs[label].returncode != 0
+    ]
+    assert not failed, "\n".join(failed)
+    return {label: out for label, (out, _err) in outputs.items()}
+
+
+# -- gc while others push, remove, verify and export -------------------------------------
+
+#: Weights of a small MLP (archs_helper.models:TinyNet): every version shares the first
+#: layer; versions 2k and 2k+1 of a pusher share their last weight, each has its own
+#: last bias. Removing one version of a pair leaves a pack that gc must rewrite.
+_WEIGHTS = r"""
+from collections import OrderedDict
+import torch
+
+HIDDEN = 64
+ARCH = "archs_helper.models:TinyNet"
+
+def weights(pusher, i):
+    base = torch.Generator().manual_seed(1)
+    pair = torch.Generator().manual_seed(1000 * pusher + i // 2)
+    own = torch.Generator().manual_seed(10**6 + 1000 * pusher + i)
+    return OrderedDict([
+        ("body.0.weight", torch.randn(HIDDEN, 8, generator=base)),
+        ("body.0.bias", torch.randn(HIDDEN, generator=base)),
+        ("body.2.weight", torch.randn(3, HIDDEN, generator=pair)),
+        ("body.2.bias", torch.randn(3, generator=own)),
+    ])
+
+def wait_for(start):
+    import time
+    while time.time() < start:
+        time.sleep(0.005)
+"""
+
+#: Each round: pushes again the weights of two rounds ago (whose version this pusher
+#: removed last round: its tensors are stored but unused, what gc deletes while this
+#: push matches them), then this round's new weights; then removes every version of
+#: its name but the newest, so gc has tensors and packs to delete and packs to
+#: rewrite. Every third round it also pushes to the one name all pushers share (which
+#: nobody removes). Only this process removes versions of its name: no push reads a
+#: version another process is removing.
+_PUSHER = (
+    _WEIGHTS
+    + r"""
+import sys
+from registry import Registry
+pusher, rounds, start = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+reg = Registry()
+name = f"team/p{pusher}"
+wait_for(start)
+removed = 0
+for i in range(rounds):
+    if i >= 2:
+        reg.push(weights(pusher, i - 2), name, arch=ARCH, arch_kwargs={"hidden": HIDDEN})
+    reg.push(weights(pusher, i), name, arch=ARCH, arch_kwargs={"hidden": HIDDEN})
+    if i % 3 == 0:
+        reg.push(weights(pusher, i), "team/shared", arch=ARCH, arch_kwargs={"hidden": HIDDEN})
+    for version in reg.list(name)[1:]:
+        reg.remove(version.ref)
+        removed += 1
+print(f"removed={removed}", flush=True)
+"""
+)
+
+#: Until the stop file appears, and once more after: gc. Prints its totals.
+_COLLECTOR = r"""
+import sys, time
+from pathlib import Path
+from registry import Registry
+stop, start = Path(sys.argv[1]), float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.005)
+reg = Registry()
+totals = {"runs": 0, "blobs": 0, "packs": 0, "rewritten": 0}
+last = False
+while not last:
+    last = stop.exists()
+    report = reg.gc()
+    totals["runs"] += 1
+    totals["blobs"] += report.blobs_removed
+    totals["packs"] += report.packs_removed
+    totals["rewritten"] += report.packs_rewritten
+print(" ".join(f"{k}={v}" for k, v in totals.items()), flush=True)
+"""
+
+#: Until the stop file appears: verify() must find nothing wrong, and the newest
+#: version of one name exports (every tensor checked against its sha256).
+_CHECKER = r"""
+import sys, time
+from pathlib import Path
+from registry import Registry
+from registry.errors import NotFoundError
+stop, out, start = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+while time.time() < start:
+    time.sleep(0.005)
+reg = Registry()
+runs = exported = 0
+while not stop.exists():
+    report = reg.verify()
+    assert report.ok, (report.corrupt, report.missing)
+    runs += 1
+    try:
+        reg.export(["team/p0:latest", "team/shared:latest"], out, overwrite=True)
+        exported += 1
+    except NotFoundError:
+        pass  # nothing pushed yet
+print(f"verified={runs} exported={exported}", flush=True)
+"""
+
+
+def test_gc_in_a_loop_while_others_push_remove_verify_and_export(database: str, tmp_path: Path):
+    """Three processes push (new weights, weights they removed meanwhile, one shared
+    name) and remove their old versions, two run gc in a loop, one verifies and
+    exports in a loop: none fails, and afterwards every version loads and verify() is
+    clean."""
+    from conftest import assert_same_state
+
+    url, home = database, tmp_path / "home"
+    env = _env(home, url)
+    with Registry(home=home, database_url=url, storage_url=home / "objects") as reg:
+        # The schema exists before the race (first use by several processes: below).
+        assert reg.list() == []
+    stop = tmp_path / "stop"
+    start = time.time() + 6  # every process is past its imports by then
+    rounds = 14
+    pushers = _start_all(
+        {f"pusher {k}": [_PUSHER, str(k), str(rounds), str(start)] for k in range(3)}, env
+    )
+    others = _start_all(
+        {
+            "collector": [_COLLECTOR, str(stop), str(start)],
+            "second collector": [_COLLECTOR, str(stop), str(start)],
+            "checker": [_CHECKER, str(stop), str(tmp_path / "bundle.tar"), str(start)],
+        },
+        env,
+    )
+    try:
+        pushed = _finish_all(pushers)
+    finally:
+        stop.touch()
+        done = _finish_all(others)
+    collected, checked = done["collector"] + done["second collector"], done["checker"]
+    totals: dict[str, int] = {}
+    for item in collected.split():
+        key, value = item.split("=")
+        totals[key] = totals.get(key, 0) + int(value)
+    # gc had work: tensors and packs deleted, packs rewritten; verify and export ran.
+    assert all(int(out.split("=")[1]) > 0 for out in pushed.values()), pushed
+    assert totals["blobs"] > 0 and totals["packs"] > 0 and totals["rewritten"] > 0, collected
+    assert all(int(item.split("=")[1]) > 0 for item in checked.split()), checked
+
+    namespace: dict = {}
+    exec(_WEIGHTS, namespace)
+    with Registry(home=home, database_url=url, storage_url=home / "objects") as reg:
+        report = reg.verify()
+        assert report.ok, (report.corrupt, report.missing)
+        versions = reg.list()
+        assert versions
+        for version in versions:
+            model = reg.load(version.ref, verify="sha256")
+            assert type(model).__name__ == "TinyNet"
+        # The newest version of each pusher holds its last round's weights.
+        for k in range(3):
+            assert_same_state(
+                reg.load_state_dict(f"team/p{k}:latest"), namespace["weights"](k, rounds - 1)
+            )
