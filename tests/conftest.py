@@ -80,15 +80,19 @@ def _unavailable(server: str, what: str) -> None:
     pytest.skip(message)
 
 
-#: How long each server took to start, for the terminal summary.
-_STARTUPS: dict[str, float] = {}
+#: The session's servers, for the terminal summary (how long each took to start, stop).
+_SERVERS: dict[str, PostgresServer | SeaweedServer] = {}
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if _STARTUPS:
+    if _SERVERS:
         terminalreporter.write_line(
-            "test servers started in "
-            + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in _STARTUPS.items())
+            "test servers: "
+            + "; ".join(
+                f"{name} started in {server.startup_seconds:.2f} s, "
+                f"stopped in {server.stop_seconds:.2f} s"
+                for name, server in _SERVERS.items()
+            )
         )
 
 
@@ -99,7 +103,7 @@ def postgres_server():
     if missing:
         _unavailable("PostgreSQL", missing)
     with PostgresServer() as server:
-        _STARTUPS["postgresql"] = server.startup_seconds
+        _SERVERS["postgresql"] = server
         yield server
 
 
@@ -110,7 +114,7 @@ def seaweed_server():
     if missing:
         _unavailable("SeaweedFS (S3)", missing)
     with SeaweedServer() as server:
-        _STARTUPS["seaweedfs"] = server.startup_seconds
+        _SERVERS["seaweedfs"] = server
         yield server
 
 

@@ -62,7 +62,7 @@ class PostgresServer:
     def __init__(self) -> None:
         self.root: Path | None = None
         self.port: int = 0
-        self.startup_seconds: float = 0.0
+        self.startup_seconds = self.stop_seconds = 0.0
         self._names = itertools.count()
 
     @staticmethod
@@ -128,6 +128,7 @@ class PostgresServer:
     def stop(self) -> None:
         if self.root is None:
             return
+        started = time.monotonic()
         subprocess.run(
             self._as_server_user(
                 ["pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop"]
@@ -137,6 +138,7 @@ class PostgresServer:
         )
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
+        self.stop_seconds = time.monotonic() - started
 
     def __enter__(self) -> PostgresServer:
         return self.start()
@@ -200,7 +202,7 @@ class SeaweedServer:
         self.root: Path | None = None
         self.process: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}
-        self.startup_seconds: float = 0.0
+        self.startup_seconds = self.stop_seconds = 0.0
         self.keys = {
             False: ("admin" + secrets.token_hex(6), secrets.token_hex(16)),
             True: ("reader" + secrets.token_hex(6), secrets.token_hex(16)),
@@ -326,6 +328,7 @@ class SeaweedServer:
         )
 
     def stop(self) -> None:
+        started = time.monotonic()
         if self.process is not None:
             self.process.terminate()
             try:
@@ -337,6 +340,7 @@ class SeaweedServer:
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
+        self.stop_seconds = time.monotonic() - started
 
     def __enter__(self) -> SeaweedServer:
         return self.start()
