@@ -217,6 +217,10 @@ def push(
             stored = catalog.blobs_by_checksum(prepared.checksums)
         plan = match_stored(store, prepared, stored)
         new = [prepared.views[i] for i in plan.fresh]
+        if new and not attempt:
+            # The pack goes to the store before the rows go to the catalogue: ask the
+            # catalogue first, so a read-only user is refused before anything is written.
+            gateway.check_writable()
         plan.written = store.start_pack(new, progress) if new else None
         keep = False
         try:
