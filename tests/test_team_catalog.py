@@ -18,6 +18,7 @@ import pytest
 from servers import PostgresServer
 
 from registry import Registry
+from registry.catalog.revision import SCHEMA_REVISION
 
 TESTS = str(Path(__file__).parent)
 
@@ -108,6 +109,7 @@ _PUSHER = (
     + r"""
 import sys
 from registry import Registry
+from registry.catalog.revision import SCHEMA_REVISION
 pusher, rounds, start = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 reg = Registry()
 name = f"team/p{pusher}"
@@ -131,6 +133,7 @@ _COLLECTOR = r"""
 import sys, time
 from pathlib import Path
 from registry import Registry
+from registry.catalog.revision import SCHEMA_REVISION
 stop, start = Path(sys.argv[1]), float(sys.argv[2])
 while time.time() < start:
     time.sleep(0.005)
@@ -153,6 +156,7 @@ _CHECKER = r"""
 import sys, time
 from pathlib import Path
 from registry import Registry
+from registry.catalog.revision import SCHEMA_REVISION
 from registry.errors import NotFoundError
 stop, out, start = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 while time.time() < start:
@@ -228,3 +232,66 @@ def test_gc_in_a_loop_while_others_push_remove_verify_and_export(database: str, 
             assert_same_state(
                 reg.load_state_dict(f"team/p{k}:latest"), namespace["weights"](k, rounds - 1)
             )
+
+
+# -- the first use of an empty database ------------------------------------------------
+
+_FIRST_USER = (
+    _WEIGHTS
+    + r"""
+import sys
+from registry import Registry
+from registry.catalog.revision import SCHEMA_REVISION
+pusher, start = int(sys.argv[1]), float(sys.argv[2])
+wait_for(start)
+reg = Registry()
+print(reg.push(weights(pusher, 0), "team/first", arch=ARCH, arch_kwargs={"hidden": HIDDEN}).ref)
+"""
+)
+
+
+def test_first_use_by_four_processes_at_once_migrates_once(
+    postgres_server: PostgresServer, database: str, tmp_path: Path
+):
+    """Four processes meet an empty database at the same moment and each pushes: one
+    of them creates the schema, the others wait for it and find it made."""
+    home = tmp_path / "home"
+    start = time.time() + 6
+    procs = _start_all(
+        {f"user {k}": [_FIRST_USER, str(k), str(start)] for k in range(4)}, _env(home, database)
+    )
+    refs = sorted(out.strip() for out in _finish_all(procs).values())
+    assert refs == [f"team/first:{n}" for n in range(1, 5)]
+    assert postgres_server.execute(
+        "SELECT version_num FROM alembic_version", database_url=database
+    ) == [(SCHEMA_REVISION,)]
+
+
+def test_the_loser_of_the_first_use_race_finds_the_schema_made(
+    database: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Another process creates the schema between this one's first look (no version
+    table) and its next: this one must find it made, not "tables but no version"."""
+    from registry.catalog import schema
+    from registry.catalog.engine import make_engine
+
+    real = schema.current_revision
+    looks = []
+
+    def winner_commits_right_after_the_first_look(connection):
+        found = real(connection)
+        looks.append(found)
+        if len(looks) == 1:
+            other = make_engine(database)  # the winner, on a connection of its own
+            monkeypatch.setattr(schema, "current_revision", real)
+            schema.upgrade(other)
+            monkeypatch.setattr(
+                schema, "current_revision", winner_commits_right_after_the_first_look
+            )
+            other.dispose()
+        return found
+
+    monkeypatch.setattr(schema, "current_revision", winner_commits_right_after_the_first_look)
+    with Registry(database_url=database, storage_url=Path("unused")) as reg:
+        assert reg.list() == []
+    assert looks[0] is None and SCHEMA_REVISION in looks[1:]

@@ -59,33 +59,63 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
 
     with writer(engine).connect() as connection:
         with connection.begin():
-            # SQLite's BEGIN IMMEDIATE already serialises this; PostgreSQL needs a lock
-            # so two first-time users do not both create the schema.
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
+            _lock_migrations(connection)
             before = current_revision(connection)
             command.upgrade(alembic_config(connection), revision)
             after = current_revision(connection)
     return before, after
 
 
+def _lock_migrations(connection: Connection) -> None:
+    """Hold the migration lock until the transaction ends. SQLite's BEGIN IMMEDIATE
+    already serialises migrations; PostgreSQL needs a lock so that two first-time
+    users do not both create the schema."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create the schema in an empty database; refuse a database at another revision."""
+    """Create the schema in an empty database; refuse a database at another revision.
+
+    Several processes may meet an empty database at once: each looks again under the
+    migration lock, so exactly one creates the schema and the others find it made
+    (never "tables but no version": that look and the creation are one transaction).
+    """
     with engine.connect() as connection:
         revision = current_revision(connection)
+    if revision is None:
+        revision = _create_schema(engine)
         if revision is None:
+            return
+    _check_revision(revision)
+
+
+def _create_schema(engine: Engine) -> str | None:
+    """Under the migration lock: migrate the database if it is still empty (None), else
+    the revision another process stamped meanwhile."""
+    from alembic import command
+
+    with writer(engine).connect() as connection:
+        with connection.begin():
+            _lock_migrations(connection)
+            revision = current_revision(connection)
+            if revision is not None:
+                return revision
             tables = set(inspect(connection).get_table_names()) - {VERSION_TABLE}
+            if tables:
+                raise CatalogError(
+                    f"database {engine.url.render_as_string(hide_password=True)} has tables "
+                    f"({', '.join(sorted(tables)[:5])}) but no registry schema version; "
+                    "point REGISTRY_DATABASE_URL at an empty or registry database"
+                )
+            command.upgrade(alembic_config(connection), "head")
+    return None
+
+
+def _check_revision(revision: str) -> None:
+    """SchemaOutOfDateError unless ``revision`` is the one this release needs."""
     required = _revision.SCHEMA_REVISION
     if revision == required:
-        return
-    if revision is None:
-        if tables:
-            raise CatalogError(
-                f"database {engine.url.render_as_string(hide_password=True)} has tables "
-                f"({', '.join(sorted(tables)[:5])}) but no registry schema version; "
-                "point REGISTRY_DATABASE_URL at an empty or registry database"
-            )
-        upgrade(engine)
         return
     from alembic.script import ScriptDirectory
 
