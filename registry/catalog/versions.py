@@ -151,7 +151,14 @@ class VersionQueries(Statements):
         raise VersionNotFoundError(f"{ref.name} has no alias {ref.alias!r}{hint}")
 
     def version_by_id(self, version_id: int) -> VersionRow:
-        return VersionRow.of(self.execute(FROM_VERSIONS + " WHERE v.id = ?", (version_id,))[0])
+        """The version with this id; VersionNotFoundError if it is gone (another
+        process removed it since this one found it)."""
+        rows = self.execute(FROM_VERSIONS + " WHERE v.id = ?", (version_id,))
+        if not rows:
+            raise VersionNotFoundError(
+                f"the version (id {version_id}) was removed meanwhile, by another process"
+            )
+        return VersionRow.of(rows[0])
 
     def version_by_digest(self, name: str, digest: str) -> VersionRow | None:
         """The version of ``name`` holding exactly these weights, if there is one."""
