@@ -34,6 +34,7 @@ def _env(home: Path, url: str) -> dict[str, str]:
     return {
         "REGISTRY_HOME": str(home),
         "REGISTRY_DATABASE_URL": url,
+        "REGISTRY_STORAGE_URL": "",  # the folder under the home, whatever the session set
         "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")])),
     }
 
@@ -46,14 +47,10 @@ def _start_all(scripts: dict[str, list[str]], env: dict[str, str]) -> dict[str, 
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**_without_storage_url(), **env},
+            env={**os.environ, **env},
         )
         for label, args in scripts.items()
     }
-
-
-def _without_storage_url() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "REGISTRY_STORAGE_URL"}
 
 
 def _finish_all(procs: dict[str, subprocess.Popen], timeout: float = 120) -> dict[str, str]:
@@ -295,3 +292,210 @@ def test_the_loser_of_the_first_use_race_finds_the_schema_made(
     with Registry(database_url=database, storage_url=Path("unused")) as reg:
         assert reg.list() == []
     assert looks[0] is None and SCHEMA_REVISION in looks[1:]
+
+
+# -- a read-only role ----------------------------------------------------------------
+
+
+def _weights(pusher: int, i: int):
+    namespace: dict = {}
+    exec(_WEIGHTS, namespace)
+    return namespace["weights"](pusher, i), namespace["ARCH"], {"hidden": namespace["HIDDEN"]}
+
+
+def _row_counts(server: PostgresServer, database: str) -> dict[str, int]:
+    from registry.catalog.access import TABLES
+
+    return {
+        table: server.execute(f"SELECT count(*) FROM {table}", database_url=database)[0][0]
+        for table in (*TABLES, "alembic_version")
+    }
+
+
+def _files(folder: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
+
+
+def test_every_table_is_in_what_a_writer_needs():
+    from registry.catalog.access import TABLES
+    from registry.catalog.models import Base
+
+    assert set(TABLES) == set(Base.metadata.tables)
+
+
+def test_a_read_only_role_reads_everything_and_writes_nothing(
+    postgres_server: PostgresServer, database: str, tmp_path: Path
+):
+    """A role made a reader by `registry db grant-reader ROLE --run`: every read works;
+    every write fails with one line naming the catalogue's refusal, changing nothing in
+    the catalogue nor in the store."""
+    import torch
+    from conftest import run_cli
+
+    home = tmp_path / "home"
+    owner = _env(home, database)
+    base, arch, kwargs = _weights(0, 0)
+    tuned, _, _ = _weights(0, 1)
+    with Registry(home=home, database_url=database, storage_url=home / "objects") as reg:
+        reg.push(base, "team/m", arch=arch, arch_kwargs=kwargs, tags={"stage": "dev"})
+        reg.push(tuned, "team/m", arch=arch, arch_kwargs=kwargs, parent="team/m:1")
+        reg.push(_weights(1, 0)[0], "team/gone", arch=arch, arch_kwargs=kwargs)
+        reg.alias("team/m:1", "prod")
+        reg.remove("team/gone:1")  # gc would have work
+    with Registry(home=tmp_path / "elsewhere") as other:  # a bundle with new weights
+        other.push(_weights(2, 0)[0], "team/imported", arch=arch, arch_kwargs=kwargs)
+        other.export(["team/imported:1"], tmp_path / "new.tar")
+    new_file = tmp_path / "new.pth"
+    torch.save(_weights(3, 0)[0], new_file)
+
+    role = f"reader_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    postgres_server.execute(f'CREATE ROLE "{role}" LOGIN')
+    granted = run_cli("db", "grant-reader", role, "--run", env=owner)
+    assert granted.returncode == 0, granted.stderr
+    assert granted.stdout.splitlines() == [
+        f'GRANT CONNECT ON DATABASE "{database.rsplit("/", 1)[1]}" TO "{role}";',
+        f'GRANT USAGE ON SCHEMA "public" TO "{role}";',
+        f'GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "{role}";',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "registry" IN SCHEMA "public" GRANT SELECT '
+        f'ON TABLES TO "{role}";',
+    ]
+    assert f"granted {role} read-only access" in granted.stderr
+
+    reader_url = postgres_server.url_for(database, role)
+    reader = _env(home, reader_url)
+    rows, files = _row_counts(postgres_server, database), _files(home / "objects")
+
+    def ok(*args: str):
+        result = run_cli(*args, env=reader, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        return result
+
+    assert "team/m:2" in ok("list").stdout
+    assert "prod" in ok("show", "team/m:prod").stdout
+    assert "body.2.bias" in ok("diff", "team/m:1", "team/m:2").stdout
+    assert ok("log", "team/m").stdout
+    ok("pull", "team/m:2", "-o", str(tmp_path / "pulled.pth"))
+    assert torch.equal(torch.load(tmp_path / "pulled.pth")["body.2.bias"], tuned["body.2.bias"])
+    ok("export", "team/m:1", "team/m:2", "-o", str(tmp_path / "out.tar"))
+    assert ok("verify").returncode == 0
+    with Registry(home=home, database_url=reader_url, storage_url=home / "objects") as reg:
+        model = reg.load("team/m:prod")
+        assert torch.equal(model.state_dict()["body.0.weight"], base["body.0.weight"])
+
+    writes = [
+        ("tag", "team/m:1", "stage=prod"),
+        ("tag", "team/m:1", "owner=ana"),
+        ("alias", "team/m:2", "prod"),
+        ("alias", "--delete", "team/m:prod"),
+        ("rm", "--yes", "team/m:2"),
+        ("describe", "team/m:1", "read-only"),
+        ("gc",),
+        ("import", str(tmp_path / "new.tar")),
+        ("push", str(new_file), "--name", "team/new", "--arch", arch, "--arch-arg", "hidden=64"),
+    ]
+    where = f"postgresql://{role}@127.0.0.1:{postgres_server.port}/{database.rsplit('/', 1)[1]}"
+    for args in writes:
+        result = run_cli(*args, env=reader, cwd=tmp_path)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, (args, result.stderr)
+        assert lines[0].startswith(
+            f"Error: the catalogue refused to write (read-only access to {where}): "
+        ), (args, lines[0])
+    assert _row_counts(postgres_server, database) == rows
+    assert _files(home / "objects") == files
+
+
+def test_grant_reader_quotes_a_hostile_role_name(
+    postgres_server: PostgresServer, database: str, tmp_path: Path
+):
+    """A role name is an identifier, quoted: whatever it holds, it names one role."""
+    import psycopg
+    from conftest import run_cli
+    from psycopg import sql
+
+    from registry.catalog.access import quote_identifier
+
+    env = _env(tmp_path / "home", database)
+    with Registry(home=tmp_path / "home", database_url=database) as reg:
+        assert reg.list() == []  # the schema
+    hostile = 'r?%"; DROP TABLE versions; --'
+    printed = run_cli("db", "grant-reader", hostile, env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert 'TO "r?%""; DROP TABLE versions; --";' in printed.stdout.splitlines()[0]
+    missing = run_cli("db", "grant-reader", hostile, "--run", env=env)
+    assert missing.returncode == 1 and "there is no database role" in missing.stderr
+
+    admin = postgres_server.url_for(database, "registry").replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(hostile)))
+    ran = run_cli("db", "grant-reader", hostile, "--run", "--json", env=env)
+    assert ran.returncode == 0, ran.stderr
+    with psycopg.connect(admin, autocommit=True) as conn:
+        ((may_read, may_write),) = conn.execute(
+            "SELECT has_table_privilege(%s, 'versions', 'SELECT'), "
+            "has_table_privilege(%s, 'versions', 'INSERT')",
+            (hostile, hostile),
+        ).fetchall()
+    assert (may_read, may_write) == (True, False)
+    assert _row_counts(postgres_server, database)["versions"] == 0  # the table is there
+    assert quote_identifier('a"b') == '"a""b"'
+
+
+def test_grant_reader_on_sqlite_says_it_is_file_permissions(tmp_path: Path):
+    from conftest import run_cli
+
+    result = run_cli(
+        "db", "grant-reader", "reader",
+        env={"REGISTRY_HOME": str(tmp_path / "home"), "REGISTRY_DATABASE_URL": "",
+             "REGISTRY_STORAGE_URL": ""},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "file's permissions" in result.stderr
+    assert not (tmp_path / "home").exists()  # nothing created
+
+
+def test_check_writable_says_what_a_role_lacks(
+    postgres_server: PostgresServer, database: str, tmp_path: Path
+):
+    """The one query before a write names what is missing: table privileges, the
+    sequences' USAGE, or a connection whose transactions are read-only (refused then
+    by the database itself as SQLSTATE 25006, also one line)."""
+    from registry.catalog.gateway import Gateway
+    from registry.errors import CatalogReadOnlyError
+
+    with Registry(home=tmp_path / "home", database_url=database) as reg:
+        reg.push(_weights(0, 0)[0], "team/m", arch=_weights(0, 0)[1], arch_kwargs={"hidden": 64})
+    suffix = f"{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    tags_only, no_sequences, read_only = (f"{k}_{suffix}" for k in ("tags", "noseq", "ro"))
+    postgres_server.execute(
+        *(f'CREATE ROLE "{r}" LOGIN' for r in (tags_only, no_sequences, read_only)),
+        f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{tags_only}", "{read_only}"',
+        f'GRANT INSERT, UPDATE, DELETE ON tags TO "{tags_only}"',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{no_sequences}"',
+        f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{read_only}"',
+        f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{read_only}"',
+        f'ALTER ROLE "{read_only}" SET default_transaction_read_only = on',
+        database_url=database,
+    )
+    Gateway(database).check_writable()  # the owner may
+    expected = {
+        tags_only: "lacks DELETE, INSERT, UPDATE on aliases; ",
+        no_sequences: "lacks USAGE on the sequences events_id_seq, models_id_seq, versions_id_seq",
+        read_only: "transactions of this connection are read-only",
+    }
+    said = {}
+    for role, says in expected.items():
+        gateway = Gateway(postgres_server.url_for(database, role))
+        with pytest.raises(CatalogReadOnlyError, match="^the catalogue refused to write") as e:
+            gateway.check_writable()
+        said[role] = str(e.value)
+        assert says in said[role], said[role]
+        gateway.close()
+    assert "on tags" not in said[tags_only]  # what it has is not listed
+    reader = Registry(
+        home=tmp_path / "home", database_url=postgres_server.url_for(database, read_only)
+    )
+    with pytest.raises(CatalogReadOnlyError, match="read-only transaction"):
+        reader.tag("team/m:1", {"stage": "prod"})
+    reader.close()

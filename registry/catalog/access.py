@@ -40,6 +40,17 @@ def check_role_name(role: str) -> None:
         )
 
 
+def _lacking(pairs: list[str]) -> str:
+    """What a role lacks, from "table PRIVILEGE" pairs, said briefly."""
+    if len(pairs) == len(TABLES) * len(WRITE_PRIVILEGES):
+        return "may only read: it has no INSERT, UPDATE or DELETE on any table"
+    by_table: dict[str, list[str]] = {}
+    for pair in pairs:
+        table, privilege = pair.split(" ")
+        by_table.setdefault(table, []).append(privilege)
+    return "lacks " + "; ".join(f"{', '.join(p)} on {t}" for t, p in by_table.items())
+
+
 class AccessQueries(Statements):
     """Privileges: whether this connection may write; what a read-only role needs."""
 
@@ -55,9 +66,9 @@ class AccessQueries(Statements):
             return None
         tables = ", ".join(f"'{t}'" for t in TABLES)
         privileges = ", ".join(f"'{p}'" for p in WRITE_PRIVILEGES)
-        ((read_only, missing, sequences),) = self.execute(
-            "SELECT current_setting('transaction_read_only') = 'on', "
-            "(SELECT string_agg(p || ' on ' || t, ', ' ORDER BY t, p) "
+        ((user, read_only, missing, sequences),) = self.execute(
+            "SELECT current_user, current_setting('transaction_read_only') = 'on', "
+            "(SELECT string_agg(t || ' ' || p, ',' ORDER BY t, p) "
             f" FROM unnest(ARRAY[{tables}]) AS t, unnest(ARRAY[{privileges}]) AS p "
             " WHERE NOT has_table_privilege(t, p)), "
             "(SELECT string_agg(s.relname, ', ' ORDER BY s.relname) "
@@ -71,13 +82,10 @@ class AccessQueries(Statements):
         if read_only:
             return "transactions of this connection are read-only"
         if missing:
-            return f"the role {self._user()} lacks {missing}"
+            return f"the role {user} {_lacking(missing.split(','))}"
         if sequences:
-            return f"the role {self._user()} lacks USAGE on the sequences {sequences}"
+            return f"the role {user} lacks USAGE on the sequences {sequences}"
         return None
-
-    def _user(self) -> str:
-        return str(self.execute("SELECT current_user")[0][0])
 
     def reader_grants(self, role: str) -> list[str]:
         """The statements that let ``role`` read this catalogue and nothing more.

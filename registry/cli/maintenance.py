@@ -1,5 +1,5 @@
 """The commands that look after the store and the catalogue: ``gc``, ``verify`` and the
-``db`` group (``db upgrade``, ``db current``).
+``db`` group (``db upgrade``, ``db current``, ``db grant-reader``).
 
 Owns their options, their reports' wording and ``verify``'s exit code 1 when something
 is damaged; collecting garbage, re-hashing and migrating are :class:`registry.Registry`'s.
@@ -108,3 +108,33 @@ def current(as_json: bool) -> None:
         else f"needs {SCHEMA_REVISION}: run `registry db upgrade`"
     )
     click.echo(f"{revision or 'none'} ({state})")
+
+
+@db.command("grant-reader")
+@click.argument("role")
+@click.option(
+    "--run",
+    is_flag=True,
+    help="Execute the statements (as the catalogue's current, privileged, role) "
+    "instead of printing them.",
+)
+@json_option
+def grant_reader(role: str, run: bool, as_json: bool) -> None:
+    """Print the SQL that lets the PostgreSQL role ROLE read the catalogue, and only read.
+
+    CONNECT on the database, USAGE on its schema, SELECT on every table, and SELECT on
+    the tables later migrations add. With --run, execute them and say so. Give the
+    role's users REGISTRY_DATABASE_URL with their own user name: list, show, diff,
+    log, pull, load and export work; writes fail with one line, changing nothing.
+    """
+    # TODO(api): Registry.reader_grants(role, run=run) once api.py has it.
+    from ..pipelines.maintenance import reader_grants
+
+    statements = reader_grants(open_registry()._gateway, role, run=run)
+    if as_json:
+        emit_json({"role": role, "statements": statements, "ran": run})
+        return
+    for statement in statements:
+        click.echo(statement)
+    if run:
+        say(f"granted {role} read-only access to the catalogue ({len(statements)} statements run)")

@@ -97,10 +97,13 @@ def import_bundle(
     """Add the versions of a bundle (see ``Registry.import_bundle``).
 
     A :class:`Contention` (a concurrent writer, or ``gc`` removing a tensor this import
-    found stored) starts it over from the question of what is stored.
+    found stored) starts it over from the question of what is stored. Raises
+    CatalogReadOnlyError, before anything is read or stored, when the catalogue
+    refuses writes.
     """
     from .. import provenance
 
+    gateway.check_writable()  # the bundle's tensors are stored before the rows
     who = provenance.actor()
     for attempt in range(_ATTEMPTS):
         with Bundle(path) as bundle:

@@ -252,3 +252,20 @@ def backfill_checksums(gateway: Gateway, store: Store) -> int:
                 )
             catalog.set_checksum(blob.digest, checksum_many([data])[0])
     return len(blobs)
+
+
+def reader_grants(gateway: Gateway, role: str, *, run: bool = False) -> list[str]:
+    """The statements that let the PostgreSQL role ``role`` read this catalogue and
+    nothing more (CONNECT, USAGE on the schema, SELECT on every table now and on
+    those later migrations add). With ``run``, they are executed in one transaction as
+    this connection's (privileged) role. Raises InvalidArgumentError for a name no
+    role can have, NotFoundError (with ``run``) when there is no such role,
+    CatalogError on SQLite (whose read-only access is the file's permissions) or
+    when the connection may not grant them.
+    """
+    with gateway.read() as catalog:  # SQLite says no here, before a file is created
+        statements = catalog.reader_grants(role)
+    if run:
+        with gateway.write() as catalog:
+            statements = catalog.grant_reader(role)
+    return statements
