@@ -13,7 +13,9 @@ import itertools
 import json
 import os
 import secrets
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +49,28 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def _reaper(cleanup: str) -> subprocess.Popen:
+    """A shell that runs ``cleanup`` once this process is gone.
+
+    pytest tears the servers down itself, except when it is killed (a timeout, a
+    cancelled CI job, SIGKILL); then this stops the server and removes its folder.
+    ``_end_reaper`` ends it on a normal stop."""
+    script = f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; {cleanup}"
+    return subprocess.Popen(
+        ["sh", "-c", script],
+        start_new_session=True,  # outlives a Ctrl-C sent to pytest's process group
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _end_reaper(reaper: subprocess.Popen | None) -> None:
+    if reaper is not None and reaper.poll() is None:
+        os.killpg(reaper.pid, signal.SIGKILL)  # its own group: the shell and its sleep
+        reaper.wait()
+
+
 # -- PostgreSQL -----------------------------------------------------------------------
 
 
@@ -64,6 +88,7 @@ class PostgresServer:
         self.port: int = 0
         self.startup_seconds = self.stop_seconds = 0.0
         self._names = itertools.count()
+        self._reaper: subprocess.Popen | None = None
 
     @staticmethod
     def missing() -> str | None:
@@ -97,6 +122,8 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.root, "nobody")
         data = self.root / "data"
+        stop = self._as_server_user(["pg_ctl", "-D", str(data), "-m", "immediate", "stop"])
+        self._reaper = _reaper(f"{shlex.join(stop)}; rm -rf {shlex.quote(str(self.root))}")
         self._run(["initdb", "-D", str(data), "-A", "trust", "-U", self.SUPERUSER, "--no-sync"])
         for attempt in range(3):  # a free port can be taken before the server binds it
             self.port = free_ports(1)[0]
@@ -126,6 +153,7 @@ class PostgresServer:
             )
 
     def stop(self) -> None:
+        _end_reaper(self._reaper)
         if self.root is None:
             return
         started = time.monotonic()
@@ -208,6 +236,7 @@ class SeaweedServer:
             True: ("reader" + secrets.token_hex(6), secrets.token_hex(16)),
         }
         self._buckets = itertools.count()
+        self._reaper: subprocess.Popen | None = None
         self._run_id = uuid.uuid4().hex[:6]
 
     @staticmethod
@@ -268,7 +297,7 @@ class SeaweedServer:
             f"-s3.localSocket={self.root}/s3.sock",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]
-        if shutil.which("setpriv"):  # the server dies with pytest, even on SIGKILL
+        if shutil.which("setpriv"):  # dies with pytest at once, even on SIGKILL
             command = ["setpriv", "--pdeathsig", "KILL", "--", *command]
         self.log = self.root / "weed.log"
         with open(self.log, "wb") as log:
@@ -279,6 +308,11 @@ class SeaweedServer:
                 stdin=subprocess.DEVNULL,
                 cwd=self.root,
             )
+        root, pid = shlex.quote(str(self.root)), self.process.pid
+        self._reaper = _reaper(
+            f"if grep -qaF {root} /proc/{pid}/cmdline 2>/dev/null; then kill -9 {pid}; fi; "
+            f"rm -rf {root}"
+        )
         try:
             self._wait_until_ready()
         except BaseException:
@@ -329,6 +363,7 @@ class SeaweedServer:
 
     def stop(self) -> None:
         started = time.monotonic()
+        _end_reaper(self._reaper)
         if self.process is not None:
             self.process.terminate()
             try:
