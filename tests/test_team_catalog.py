@@ -378,6 +378,7 @@ def test_a_read_only_role_reads_everything_and_writes_nothing(
     assert torch.equal(torch.load(tmp_path / "pulled.pth")["body.2.bias"], tuned["body.2.bias"])
     ok("export", "team/m:1", "team/m:2", "-o", str(tmp_path / "out.tar"))
     assert ok("verify").returncode == 0
+    assert "would free" in ok("gc", "--dry-run").stderr  # a dry run only reads
     with Registry(home=home, database_url=reader_url, storage_url=home / "objects") as reg:
         model = reg.load("team/m:prod")
         assert torch.equal(model.state_dict()["body.0.weight"], base["body.0.weight"])
@@ -385,6 +386,7 @@ def test_a_read_only_role_reads_everything_and_writes_nothing(
     writes = [
         ("tag", "team/m:1", "stage=prod"),
         ("tag", "team/m:1", "owner=ana"),
+        ("untag", "team/m:1", "stage"),
         ("alias", "team/m:2", "prod"),
         ("alias", "--delete", "team/m:prod"),
         ("rm", "--yes", "team/m:2"),
@@ -499,3 +501,20 @@ def test_check_writable_says_what_a_role_lacks(
     with pytest.raises(CatalogReadOnlyError, match="read-only transaction"):
         reader.tag("team/m:1", {"stage": "prod"})
     reader.close()
+
+
+def test_a_read_only_sqlite_catalogue_refuses_in_one_line(tmp_path: Path):
+    """SQLite's "attempt to write a readonly database" is the same refusal (here a
+    connection opened read-only; as root, file permissions would not stop a write)."""
+    from registry.errors import CatalogReadOnlyError
+
+    home = tmp_path / "home"
+    with Registry(home=home) as reg:
+        reg.push(_weights(0, 0)[0], "m", arch=_weights(0, 0)[1], arch_kwargs={"hidden": 64})
+    url = f"sqlite:///file:{home / 'registry.db'}?mode=ro&uri=true"
+    with Registry(home=home, database_url=url) as reader:
+        assert [v.ref for v in reader.list()] == ["m:1"]
+        with pytest.raises(CatalogReadOnlyError, match="^the catalogue refused to write") as e:
+            reader.tag("m:1", {"stage": "prod"})
+        assert "readonly database" in str(e.value) and "\n" not in str(e.value)
+        assert reader.get("m:1").tags == {}
