@@ -111,17 +111,18 @@ pusher, rounds, start = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 reg = Registry()
 name = f"team/p{pusher}"
 wait_for(start)
-removed = 0
+removed = healed = 0
 for i in range(rounds):
     if i >= 2:
-        reg.push(weights(pusher, i - 2), name, arch=ARCH, arch_kwargs={"hidden": HIDDEN})
+        again = reg.push(weights(pusher, i - 2), name, arch=ARCH, arch_kwargs={"hidden": HIDDEN})
+        healed += again.pushed.healed
     reg.push(weights(pusher, i), name, arch=ARCH, arch_kwargs={"hidden": HIDDEN})
     if i % 3 == 0:
         reg.push(weights(pusher, i), "team/shared", arch=ARCH, arch_kwargs={"hidden": HIDDEN})
     for version in reg.list(name)[1:]:
         reg.remove(version.ref)
         removed += 1
-print(f"removed={removed}", flush=True)
+print(f"removed={removed} healed={healed}", flush=True)
 """
 )
 
@@ -210,7 +211,11 @@ def test_gc_in_a_loop_while_others_push_remove_verify_and_export(database: str, 
         key, value = item.split("=")
         totals[key] = totals.get(key, 0) + int(value)
     # gc had work: tensors and packs deleted, packs rewritten; verify and export ran.
-    assert all(int(out.split("=")[1]) > 0 for out in pushed.values()), pushed
+    pushers_said = [dict(item.split("=") for item in out.split()) for out in pushed.values()]
+    assert all(int(said["removed"]) > 0 for said in pushers_said), pushed
+    # TODO(push.py): a pack gc deleted between a push's look-up and its byte comparison
+    # is reported as damage and "healed" (nothing was damaged); once match_stored makes
+    # that a retry, assert: all(said["healed"] == "0" for said in pushers_said)
     assert totals["blobs"] > 0 and totals["packs"] > 0 and totals["rewritten"] > 0, collected
     assert all(int(item.split("=")[1]) > 0 for item in checked.split()), checked
 
