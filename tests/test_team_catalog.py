@@ -523,3 +523,18 @@ def test_a_read_only_sqlite_catalogue_refuses_in_one_line(tmp_path: Path):
             reader.tag("m:1", {"stage": "prod"})
         assert "readonly database" in str(e.value) and "\n" not in str(e.value)
         assert reader.get("m:1").tags == {}
+
+
+def test_a_reader_first_on_an_empty_database_is_told_in_one_line(
+    postgres_server: PostgresServer, database: str, tmp_path: Path
+):
+    """The schema is created by the first writer: a reader who comes first is refused,
+    saying so, instead of a driver's traceback."""
+    from registry.errors import CatalogReadOnlyError
+
+    role = f"early_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    postgres_server.execute(f'CREATE ROLE "{role}" LOGIN')
+    url = postgres_server.url_for(database, role)
+    with Registry(database_url=url, storage_url=tmp_path / "objects") as reg:
+        with pytest.raises(CatalogReadOnlyError, match="cannot create the registry's tables"):
+            reg.list()
