@@ -466,8 +466,8 @@ def test_gc_during_a_push_never_leaves_a_version_without_its_tensors(
     real_match = push.match_stored
     calls = []
 
-    def match_then_gc(*args):
-        found = real_match(*args)
+    def match_then_gc(*args, **kwargs):
+        found = real_match(*args, **kwargs)
         if not calls:
             calls.append(reg.gc())  # between the push's look-up and its commit
         return found

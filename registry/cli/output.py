@@ -40,9 +40,12 @@ class _Bars:
         self._bar: Any = None
 
     def begin(self, total: int | None, label: str | None = None) -> None:
+        import shutil
+
         from tqdm import tqdm
 
         self.finish()
+        size = shutil.get_terminal_size((80, 24))
         self._bar = tqdm(
             total=total,
             desc=label or self._label,
@@ -50,7 +53,9 @@ class _Bars:
             unit_scale=True,
             unit_divisor=1024,
             file=sys.stderr,
-            dynamic_ncols=True,
+            # A terminal that reports no size (a fresh pty) gets 80x24, not a hidden bar.
+            ncols=size.columns or 80,
+            nrows=size.lines or 24,
             leave=True,
         )
 

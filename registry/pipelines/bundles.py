@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .._progress import begin
 from ..catalog.gateway import Catalog, Contention, Gateway, VersionRow
 from ..errors import IntegrityError, InvalidArgumentError
 from ..records import PROVENANCE_FIELDS, ModelVersion
@@ -61,7 +62,7 @@ def export(
     extras: dict[str, dict[str, Any]] = {}
     blobs: dict[str, memoryview] = {}
     for ref in refs:
-        opened = open_version(gateway, store, ref, verify="sha256")
+        opened = open_version(gateway, store, ref, verify="sha256", progress=progress)
         record = opened.record
         records.setdefault(record.ref, replace(record, tensors=opened.tensor_infos()))
         extras[record.ref] = {key: getattr(opened, key) for key in EXTRA_KEYS}
@@ -104,6 +105,7 @@ def import_bundle(
     from .. import provenance
 
     gateway.check_writable()  # the bundle's tensors are stored before the rows
+    store.check_writable()  # an import that only adds rows must be refused too
     who = provenance.actor()
     for attempt in range(_ATTEMPTS):
         with Bundle(path) as bundle:
@@ -178,6 +180,7 @@ def _read_blobs(
     with gateway.read() as catalog:
         present = catalog.known_digests(needed)
     missing = [d for d in needed if d not in present]
+    begin(progress, sum(bundle.blob_sizes[d] for d in missing), "checking")
     data = []
     for digest in needed:  # every blob is checked, also those not stored again
         blob = bundle.blob(digest)

@@ -41,14 +41,15 @@ def gc(gateway: Gateway, store: Store, *, dry_run: bool = False) -> GcReport:
     The catalogue changes in one write transaction, committed after the rewritten
     packs are durable and before any file is deleted; concurrent pushes wait for it
     (``Catalog.lock_for_gc``). A :class:`Contention` starts it over, at most _ATTEMPTS
-    times. A dry run only reads. Raises CatalogReadOnlyError, before anything changes,
-    when the catalogue refuses writes; IntegrityError (nothing changed) when a pack to
+    times. A dry run only reads. Raises CatalogReadOnlyError or StoreReadOnlyError,
+    before anything changes, when the catalogue or the store refuses writes; IntegrityError (nothing changed) when a pack to
     rewrite holds corrupt bytes.
     """
     if dry_run:
         with gateway.read() as catalog:
             return _report(_plan(catalog, store), dry_run=True)
     gateway.check_writable()  # before a pack is rewritten
+    store.check_writable()  # before a catalogue row is deleted
     for attempt in range(_ATTEMPTS):
         try:
             return _collect(gateway, store)

@@ -47,7 +47,7 @@ from .merge import add_to_existing
 if TYPE_CHECKING:
     from ..provenance import Provenance
 
-_ATTEMPTS = 3
+_ATTEMPTS = 5
 #: Tensors at least this large are compared on the thread pool.
 _PARALLEL_COMPARE = 1 << 20
 
@@ -212,20 +212,27 @@ def push(
     progress: Callable[[int], None] | None = None,
 ) -> ModelVersion:
     """Store ``prepared`` as a new version (or find it stored); returns its record."""
+    gone: set[str] = set()  # packs found missing once: damage if still named next time
+    asked = False  # whether the catalogue said it accepts writes
     for attempt in range(_ATTEMPTS):
         with gateway.read() as catalog:  # the one question: which of these are stored
             stored = catalog.blobs_by_checksum(prepared.checksums)
-        plan = match_stored(store, prepared, stored)
+        try:
+            plan = match_stored(store, prepared, stored, missing_ok=gone)
+        except PackGone as exc:  # gc moved or removed it after the question: ask again
+            gone.add(exc.pack_id)
+            continue
         new = [prepared.views[i] for i in plan.fresh]
-        if new and not attempt:
+        if new and not asked:
             # The pack goes to the store before the rows go to the catalogue: ask the
             # catalogue first, so a read-only user is refused before anything is written.
             gateway.check_writable()
+            asked = True
         plan.written = store.start_pack(new, progress) if new else None
         keep = False
         try:
             _settle_digests(prepared, plan)
-            version_id, report = _commit(gateway, request, pushed, prepared, plan)
+            record, report = _commit(gateway, request, pushed, prepared, plan)
             keep = report.bytes_written > 0  # committed rows name the pack
         except Contention:
             if attempt == _ATTEMPTS - 1:
@@ -234,10 +241,19 @@ def push(
         finally:
             if plan.written is not None and not keep:
                 store.abandon(plan.written)
-        with gateway.read() as catalog:
-            record = catalog.records([catalog.version_by_id(version_id)])[0]
         return replace(record, pushed=report)
-    raise AssertionError("unreachable")  # pragma: no cover
+    raise Contention(  # pragma: no cover - every attempt found a pack gone
+        "the tensor store kept changing under this push (a gc running?); push again"
+    )
+
+
+class PackGone(StorageError):
+    """A pack the catalogue named a moment ago cannot be read: gc moved or removed it
+    (``pack_id`` says which); the push asks the catalogue again."""
+
+    def __init__(self, pack_id: str):
+        super().__init__(f"pack {pack_id} went away during the push")
+        self.pack_id = pack_id
 
 
 def _settle_digests(prepared: Prepared, plan: Plan) -> None:
@@ -257,9 +273,10 @@ def _settle_digests(prepared: Prepared, plan: Plan) -> None:
 
 def _commit(
     gateway: Gateway, request: Request, pushed: Provenance, prepared: Prepared, plan: Plan
-) -> tuple[int, PushReport]:
+) -> tuple[ModelVersion, PushReport]:
     """One write transaction: the pack's rows, then the version (or the existing one's
-    additions); the pack is durable before the commit. Returns (version id, report)."""
+    additions); the pack is durable before the commit. Returns (the version's record as
+    committed, report)."""
     p, name = prepared, request.name
     version_digest = manifest_digest(
         (n, d, s, h, t) for n, d, s, h, t in zip(p.names, p.dtypes, p.shapes, plan.digests, p.terms)
@@ -274,7 +291,8 @@ def _commit(
         if existing is not None:
             changed = _update_existing(catalog, existing, request, pushed, prepared)
             if not plan.heal:
-                return existing.id, PushReport(False, 0, 0, said, changed=changed)
+                record = catalog.records([catalog.version_by_id(existing.id)])[0]
+                return record, PushReport(False, 0, 0, said, changed=changed)
         if written is not None:
             catalog.add_pack(
                 written.pack_id,
@@ -296,9 +314,10 @@ def _commit(
             new_digests = set(written.digests if written else ())
             tensors_written = sum(d in new_digests for d in plan.digests)
             report = PushReport(True, written_bytes, tensors_written, said, healed=len(plan.heal))
+        record = catalog.records([catalog.version_by_id(version_id)])[0]
         if written is not None:
             written.wait()  # the pack is durable before the rows naming it
-    return version_id, report
+    return record, report
 
 
 def _update_existing(
@@ -378,7 +397,12 @@ def _add_version(
     return row.id
 
 
-def match_stored(store: Store, prepared: Prepared, stored: dict[str, list[StoredBlob]]) -> Plan:
+def match_stored(
+    store: Store,
+    prepared: Prepared,
+    stored: dict[str, list[StoredBlob]],
+    missing_ok: set[str] | frozenset[str] = frozenset(),
+) -> Plan:
     """Which tensors the store holds already, and which hold the same bytes.
 
     Per tensor: its digest if stored, or the index of the earlier tensor of this push
@@ -389,6 +413,10 @@ def match_stored(store: Store, prepared: Prepared, stored: dict[str, list[Stored
     before it counts: XXH3 is fast, not collision resistant. A stored copy that fails
     the comparison while the push's bytes turn out to have its digest is damaged: the
     commit heals it.
+
+    A pack that cannot be opened or is too short raises :class:`PackGone` (gc may have
+    moved its tensors since the catalogue was asked), unless it is in ``missing_ok``
+    (asked again, and still named): then its tensors count as damaged.
     """
     views, checksums = prepared.views, prepared.checksums
     result, reps = _dedupe_within(prepared)
@@ -400,8 +428,10 @@ def match_stored(store: Store, prepared: Prepared, stored: dict[str, list[Stored
             if blob.pack_id not in opened:
                 try:
                     opened[blob.pack_id] = store.open(blob.pack_id)
-                except StorageError:  # a missing pack: its tensors are damaged
-                    opened[blob.pack_id] = None
+                except StorageError:
+                    if blob.pack_id not in missing_ok:
+                        raise PackGone(blob.pack_id) from None
+                    opened[blob.pack_id] = None  # still named, still missing: damaged
     damaged: dict[int, set[str]] = {}
 
     def stored_digest(i: int) -> str | None:
@@ -413,7 +443,8 @@ def match_stored(store: Store, prepared: Prepared, stored: dict[str, list[Stored
                 if pack is not None and same_bytes(pack.view(blob.offset, blob.nbytes), views[i]):
                     return blob.digest
             except StorageError:  # a truncated pack
-                pass
+                if blob.pack_id not in missing_ok:
+                    raise PackGone(blob.pack_id) from None
             damaged.setdefault(i, set()).add(blob.digest)
         return None
 

@@ -195,8 +195,11 @@ class LocalStore:
         self.delete(written.pack_id)
 
     def list(self) -> list[StoredFile]:
-        """Pack files and unfinished temporary files on disk, packs first."""
-        found: list[StoredFile] = []
+        """Pack files and unfinished temporary files on disk, packs first.
+
+        A file that goes while the folder is read (a push renaming its temporary file,
+        another gc deleting a pack) is left out, as if listed a moment later."""
+        found: list[StoredFile | None] = []
         packs = self.root / "packs"
         if packs.is_dir():
             for path in sorted(packs.glob("*/*.pack")):
@@ -205,10 +208,13 @@ class LocalStore:
         tmp = self.root / "tmp"
         if tmp.is_dir():
             found.extend(self._stored(None, path) for path in sorted(tmp.glob("*.tmp")))
-        return found
+        return [f for f in found if f is not None]
 
-    def _stored(self, pack_id: str | None, path: Path) -> StoredFile:
-        st = path.stat()
+    def _stored(self, pack_id: str | None, path: Path) -> StoredFile | None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
         return StoredFile(pack_id, path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime)
 
     def delete_file(self, stored: StoredFile) -> None:
