@@ -518,6 +518,20 @@ class Registry:
             )
         return cache
 
+    def reader_grants(self, role: str, *, run: bool = False) -> list[str]:
+        """The SQL statements that give the PostgreSQL role ``role`` read-only access to
+        this catalogue (CONNECT, USAGE on the schema, SELECT on every table now and on
+        those later migrations add); with ``run=True`` they are executed, as this
+        connection's (privileged) role, in one transaction.
+
+        Raises InvalidArgumentError for a name no role can have, NotFoundError (with
+        ``run``) when there is no such role, CatalogError on SQLite (read-only access
+        there is the file's permissions) or when this role may not grant them.
+        """
+        from .pipelines import maintenance
+
+        return maintenance.reader_grants(self._gateway, role, run=run)
+
     def cache_info(self) -> CacheInfo:
         """What the local read cache holds: its folder, packs, bytes on disk, its bound
         (``REGISTRY_CACHE_MAX_SIZE``) and the stores it holds packs of.
@@ -545,9 +559,15 @@ class Registry:
         Packs holding only unused tensors are deleted; packs holding some are rewritten
         with just the used ones (their bytes re-checked against their sha256 on the
         way). Files in the store that the catalogue does not know, left by crashed
-        pushes, are deleted once they are an hour old (younger ones may belong to a
-        push in progress). The catalogue changes in one transaction, committed after
-        the rewritten packs are durable and before any file is deleted.
+        pushes, and unfinished multipart uploads in an object store, are deleted once
+        they are an hour old by the store's clock (younger ones may belong to a push in
+        progress). The catalogue changes in one transaction, committed after the
+        rewritten packs are durable and before any file is deleted; on PostgreSQL it
+        locks the tensor tables, so pushes wait to commit until it has (and a push that
+        named a tensor gc removed starts over). ``dry_run=True`` only reads.
+
+        Raises CatalogReadOnlyError or StoreReadOnlyError, before anything changes,
+        when the catalogue or the store refuses writes.
         """
         from .pipelines import maintenance
 

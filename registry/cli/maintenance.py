@@ -127,10 +127,7 @@ def grant_reader(role: str, run: bool, as_json: bool) -> None:
     role's users REGISTRY_DATABASE_URL with their own user name: list, show, diff,
     log, pull, load and export work; writes fail with one line, changing nothing.
     """
-    # TODO(api): Registry.reader_grants(role, run=run) once api.py has it.
-    from ..pipelines.maintenance import reader_grants
-
-    statements = reader_grants(open_registry()._gateway, role, run=run)
+    statements = open_registry().reader_grants(role, run=run)
     if as_json:
         emit_json({"role": role, "statements": statements, "ran": run})
         return

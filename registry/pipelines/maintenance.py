@@ -130,7 +130,7 @@ def _plan(catalog: Catalog, store: Store) -> _GcPlan:
 def _rewrite(store: Store, pack_id: str, keep: list[StoredBlob]) -> PackWritten:
     """A new, durable pack with just ``keep``'s bytes from ``pack_id``, each re-checked
     against its sha256 on the way (IntegrityError, and nothing changed, if one fails)."""
-    pack = store.open(pack_id)
+    pack = store.open_ranges({pack_id: [(b.offset, b.nbytes) for b in keep]})[pack_id]
     new = store.start_pack([pack.view(b.offset, b.nbytes) for b in keep])
     try:
         new.wait()
@@ -220,6 +220,12 @@ def _check_blobs(
     for pack_id, items in by_pack.items():
         try:
             pack = store.open(pack_id)
+        except StorageError:
+            missing += [b for b, _ in items]
+            continue
+        inside = [(b.offset, b.nbytes) for b, _ in items if b.offset + b.nbytes <= len(pack)]
+        try:  # a remote pack: fetch what will be checked, in parallel
+            pack = store.open_ranges({pack_id: inside})[pack_id]
         except StorageError:
             missing += [b for b, _ in items]
             continue

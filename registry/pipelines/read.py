@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 VERIFY_MODES = (True, False, "sha256")
+#: How often a read looks the version up again when a pack it named went away (gc).
+_OPEN_ATTEMPTS = 5
 
 
 @dataclass
@@ -90,7 +92,7 @@ def open_version(
             f"verify={verify!r}: use True (checksums), 'sha256' (full digests) or False"
         )
     parsed = parse_ref(ref)
-    for attempt in range(2):
+    for attempt in range(_OPEN_ATTEMPTS):
         with gateway.read() as catalog:
             row = catalog.resolve(parsed)
             record = catalog.records([row])[0]
@@ -111,7 +113,7 @@ def open_version(
             break
         except StorageError:
             # `registry gc` may have just moved these tensors to a new pack; look again.
-            if attempt:
+            if attempt == _OPEN_ATTEMPTS - 1:
                 raise
     views: dict[str, memoryview] = {}
     for blob in located:
