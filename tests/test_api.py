@@ -59,6 +59,9 @@ def test_versions_count_up_per_name_and_dedup(reg: Registry, resnet18_state):
     assert [mv.ref for mv in reg.list("net")] == ["net:2", "net:1"]
 
 
+# local_only: what this checks does not depend on the backend (team: covered by the
+# other [team] tests), and the team variant costs seconds of suite time.
+@pytest.mark.local_only
 def test_same_digest_from_pth_and_safetensors(reg: Registry, tmp_path: Path, resnet18_state):
     torch.save(resnet18_state, tmp_path / "a.pth")
     save_file({k: v.contiguous() for k, v in resnet18_state.items()}, tmp_path / "b.safetensors")
@@ -97,6 +100,9 @@ def test_load_state_dict_and_references(reg: Registry, resnet18_state):
         assert reg.get(ref).ref == "net:1"
 
 
+# local_only: what this checks does not depend on the backend (team: covered by the
+# other [team] tests), and the team variant costs seconds of suite time.
+@pytest.mark.local_only
 def test_checkpoint_wrappers(reg: Registry, tmp_path: Path, resnet18_state):
     wrapped = tmp_path / "ckpt.pth"
     torch.save({"epoch": 7, "state_dict": resnet18_state, "optimizer": {"lr": 0.1}}, wrapped)
@@ -153,6 +159,9 @@ def test_pull_formats(reg: Registry, tmp_path: Path, resnet18_state, monkeypatch
     assert oct(default.stat().st_mode & 0o777) != oct(0o600)
 
 
+# local_only: what this checks does not depend on the backend (team: covered by the
+# other [team] tests), and the team variant costs seconds of suite time.
+@pytest.mark.local_only
 def test_nested_names_pull_to_flat_filename(
     reg: Registry, tmp_path: Path, resnet18_state, monkeypatch
 ):

@@ -253,6 +253,8 @@ def test_pull_default_name_and_format_option(home: Path, reg: Registry, tmp_path
     assert sorted(p.name for p in work.iterdir()) == ["model-v1.safetensors", "plain.pth", "weights.bin"]
 
 
+# local_only: `registry archs` never opens a registry.
+@pytest.mark.local_only
 def test_archs(home: Path):
     rows = ok("archs").stdout.splitlines()
     assert rows[0].split() == ["ARCH", "SOURCE"]
