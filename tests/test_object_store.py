@@ -446,3 +446,57 @@ def test_eight_writers_and_a_collector_at_once(team, seaweed_server):
         with reg._gateway.read() as catalog:
             named = sorted(catalog.packs())
         assert stored == named
+
+
+def test_a_team_reader_with_a_select_only_role_and_read_only_keys(
+    team, reader_env, postgres_server, seaweed_server, tmp_path
+):
+    """The set-up the README gives a read-only team member, end to end: every read
+    works, every write fails in one line, and neither the catalogue nor the bucket
+    changes."""
+    import uuid
+
+    base = make_model("resnet18").state_dict()
+    with Registry() as reg:
+        reg.push(base, "net", arch="resnet18", tags={"stage": "a"})
+        reg.push({k: v + 1 if k.startswith("fc.") else v for k, v in base.items()}, "net", arch="resnet18")
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    postgres_server.execute(f'CREATE ROLE "{role}" LOGIN')
+    run_cli("db", "grant-reader", role, "--run", check=True)
+    reader = {
+        **reader_env,
+        "REGISTRY_DATABASE_URL": postgres_server.url_for(team["REGISTRY_DATABASE_URL"], role),
+        "REGISTRY_HOME": str(tmp_path / "reader-home"),
+        "REGISTRY_CACHE_DIR": str(tmp_path / "reader-cache"),
+    }
+    objects = _objects(seaweed_server, team)
+    for args in (
+        ("list",), ("show", "net:1"), ("log", "net"), ("diff", "net:1", "net:2"),
+        ("pull", "net:2", "-o", str(tmp_path / "net2.pth")),
+        ("export", "net:1", "net:2", "-o", str(tmp_path / "net.tar")),
+        ("verify",),
+    ):  # fmt: skip
+        run_cli(*args, env=reader, check=True)
+    loaded = subprocess.run(
+        [sys.executable, "-c", "from registry import Registry; "
+         "print(Registry().load('net:1').fc.weight.shape)"],
+        env={**os.environ, **reader}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert loaded.returncode == 0 and "1000, 512" in loaded.stdout, loaded.stderr
+    checkpoint = tmp_path / "new.pth"
+    torch.save(make_model("resnet18", seed=9).state_dict(), checkpoint)
+    for args in (
+        ("push", str(checkpoint), "--name", "net", "--arch", "resnet18"),
+        ("tag", "net:1", "stage=b"), ("alias", "net:1", "production"),
+        ("describe", "net:1", "text"), ("rm", "net:2", "--yes"), ("gc",),
+        ("import", str(tmp_path / "net.tar")),
+    ):  # fmt: skip
+        result = run_cli(*args, env=reader)
+        assert result.returncode == 1, (args, result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert "refused to write" in line, (args, line)
+    assert _objects(seaweed_server, team) == objects and _uploads(seaweed_server, team) == []
+    with Registry() as reg:
+        assert [v.ref for v in reg.list()] == ["net:2", "net:1"]
+        assert reg.get("net:1").tags == {"stage": "a"} and reg.get("net:1").aliases == ()
+        assert [e.kind for e in reg.log("net")].count("push") == 2
