@@ -20,6 +20,24 @@ Comparisons (names for --only):
   rss-1gb        peak RSS of those two loads, each in a fresh process  [< 1.3 GB extra]
   finetune       push with only fc.* changed: bytes written, time vs full push
   cli            registry --help / list / show / tag on a 1,000-version catalogue [<0.3 s]
+  s3-push        push resnet50 to s3://bucket/pN/ vs torch.save + upload_file   [<=1.1x]
+  s3-push-1gb    the same for the ~1 GB state dict                              [<=1.1x]
+  s3-load        load("bench:1") from the store, cache emptied per rep, vs
+                 download_file + torch.load + get_model + load_state_dict       [<=1.0x]
+                 and again with the cache filled vs load from a local registry  [<=1.2x]
+  s3-finetune    fine-tune push to the store: bytes sent / changed bytes        [<=1.05x]
+                 and its time vs the same push to a local registry       (information)
+
+The s3-* comparisons start a SeaweedFS server (S3 on 127.0.0.1, tests/servers.py) for
+each comparison and stop it after; the registry side's catalogue is PostgreSQL on
+loopback (a database per registry) when tests/servers.py can start one, else SQLite
+in the temporary folder: the object store is what is measured. Both sides' boto3
+clients (the registry's own; boto3's defaults for the baseline) are made untimed: per
+repetition for pushes (connections opened inside the timings on both sides), once for
+loads (connections kept on both sides). A push or
+upload is done when the store has answered (the by-hand .pth is a temporary local file:
+not fsynced). They run at most S3_REPEAT repetitions per side (s3-push-1gb:
+S3_REPEAT_1GB). benchmarks/s3_phases.py splits an s3 push or load into its phases.
 """
 
 from __future__ import annotations
@@ -36,7 +54,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -50,6 +69,9 @@ GB = 1e9
 MB = 1e6
 BIG_CLASSES = 26955  # vgg19 with this many classes holds ~1.0e9 bytes of float32
 QUICK_REPEAT = 3
+S3_REPEAT = 5  # the object-store comparisons run at most this many repetitions per side
+S3_REPEAT_1GB = 3  # ... and s3-push-1gb at most this many (~11 s per side each here)
+TESTS = Path(__file__).resolve().parent.parent / "tests"  # servers.py: SeaweedFS, PostgreSQL
 
 
 # -- measuring -----------------------------------------------------------------------
@@ -164,6 +186,7 @@ class Bench:
         self.full_push_times: list[float] | None = None  # from `push`, reused by `finetune`
         self._registries: list[Registry] = []
         self._counter = 0
+        self._postgres = None  # servers.PostgresServer, started on first use
 
     def fresh_dir(self, prefix: str) -> Path:
         self._counter += 1
@@ -180,6 +203,31 @@ class Bench:
     def close(self) -> None:
         for reg in self._registries:
             reg.close()
+        if self._postgres is not None:
+            self._postgres.stop()
+
+    def s3_repeat(self, most: int = S3_REPEAT) -> int:
+        return min(self.repeat, most)
+
+    @cached_property
+    def postgres(self):
+        """A PostgreSQL server for the s3-* catalogues (tests/servers.py), or None if
+        this machine cannot start one (then they use SQLite)."""
+        PostgresServer = test_servers().PostgresServer
+        if PostgresServer.missing() is not None:
+            return None
+        self._postgres = PostgresServer().start()
+        version = self._postgres.execute("SHOW server_version")[0][0]
+        print(
+            f"# catalogue of the s3-* registries: PostgreSQL {version} on 127.0.0.1 "
+            f"(started in {self._postgres.startup_seconds:.1f} s), a database per registry",
+            flush=True,
+        )
+        return self._postgres
+
+    def catalogue_url(self) -> str | None:
+        """A new empty PostgreSQL database, or None: SQLite in the registry's home."""
+        return self.postgres.new_database() if self.postgres is not None else None
 
     @cached_property
     def resnet50(self) -> torch.nn.Module:
@@ -423,11 +471,17 @@ def compare_rss_1gb(bench: Bench) -> list[Row]:
     ]
 
 
-def finetune_push(reg: Registry, state: dict) -> tuple[float, int]:
-    """Push state with new random fc.weight and fc.bias; (seconds, bytes written)."""
+def finetuned(state: dict) -> dict:
+    """state with new random fc.weight and fc.bias."""
     tuned = dict(state)
     tuned["fc.weight"] = torch.randn_like(state["fc.weight"])
     tuned["fc.bias"] = torch.randn_like(state["fc.bias"])
+    return tuned
+
+
+def finetune_push(reg: Registry, state: dict) -> tuple[float, int]:
+    """Push state with new random fc.weight and fc.bias; (seconds, bytes written)."""
+    tuned = finetuned(state)
     seconds, version = timed_call(lambda: reg.push(tuned, "ft", arch="resnet50"))
     return seconds, version.pushed.bytes_written
 
@@ -531,6 +585,328 @@ def compare_cli(bench: Bench) -> list[Row]:
     return rows
 
 
+# -- object storage (SeaweedFS on loopback) ------------------------------------------
+
+
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with ``values`` set (boto3 and the registry read them), then restored."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class S3Site:
+    """One SeaweedFS server's bucket, its environment and a read cache folder, and
+    registries on fresh prefixes of it."""
+
+    def __init__(self, bench: Bench, server, bucket: str):
+        self.bench, self.server, self.bucket = bench, server, bucket
+        self.cache = bench.fresh_dir("s3-cache")
+        self.catalogue = "SQLite" if bench.postgres is None else "PostgreSQL"
+        self._prefixes = 0
+
+    def registry(self) -> tuple[Registry, str]:
+        """A registry on a new prefix with a new empty catalogue, its client made (so
+        timings exclude schema setup and client creation, as the baseline's do)."""
+        self._prefixes += 1
+        prefix = f"p{self._prefixes}/"
+        home = self.bench.fresh_dir("s3-home")
+        reg = Registry(
+            home=home,
+            database_url=self.bench.catalogue_url(),
+            storage_url=f"s3://{self.bucket}/{prefix}",
+        )
+        reg.upgrade_database()
+        reg._store.client  # noqa: B018 - made now, untimed
+        self.bench._registries.append(reg)
+        return reg, prefix
+
+    def client(self):
+        """A boto3 client with boto3's defaults, from the environment (as a user's is)."""
+        import boto3
+
+        return boto3.session.Session().client("s3")
+
+    def clear_cache(self) -> None:
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under prefix (untimed clean-up between repetitions)."""
+        client = self.server.client()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+            if keys:
+                client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+
+
+def test_servers():
+    """tests/servers.py (SeaweedServer, PostgresServer), imported from the tests folder."""
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+    import servers
+
+    return servers
+
+
+def seaweed_missing() -> str | None:
+    try:
+        return test_servers().SeaweedServer.missing()
+    except ImportError as exc:
+        return f"tests/servers.py: {exc}"
+
+
+@contextmanager
+def s3_site(bench: Bench, repeat: int) -> Iterator[S3Site]:
+    """A SeaweedFS server started for one comparison, stopped after it (SIGTERM, then
+    SIGKILL after SeaweedServer.STOP_GRACE_S), with the AWS_* environment set."""
+    SeaweedServer = test_servers().SeaweedServer
+    server = SeaweedServer().start()
+    try:
+        version = subprocess.run(
+            [SeaweedServer.binary(), "version"], capture_output=True, text=True
+        ).stdout.split()
+        print(
+            f"# object store: SeaweedFS {version[2] if len(version) > 2 else '?'}, S3 on "
+            f"{server.endpoint} (started in {server.startup_seconds:.1f} s); {repeat} "
+            "repetitions per side",
+            flush=True,
+        )
+        bucket = server.new_bucket()
+        with environ(server.env()):
+            site = S3Site(bench, server, bucket)
+            with environ({"REGISTRY_CACHE_DIR": str(site.cache)}):
+                yield site
+    finally:
+        server.stop()
+
+
+def s3_skipped(label: str) -> list[Row] | None:
+    missing = seaweed_missing()
+    if missing:
+        return [Row(label, met=f"skipped ({missing}); enable: pip install '.[test]'")]
+    return None
+
+
+class SentBytes:
+    """Request body bytes a boto3 client sends in PutObject and UploadPart requests
+    (every attempt, as sent), counted by an event hook on the client."""
+
+    def __init__(self, client):
+        self.total = 0
+        for operation in ("PutObject", "UploadPart"):
+            client.meta.events.register(f"before-send.s3.{operation}", self.count)
+
+    def count(self, request, **_kwargs) -> None:
+        headers = request.headers
+        length = headers.get("x-amz-decoded-content-length") or headers.get("Content-Length")
+        if length is None:
+            body = request.body
+            length = len(body) if isinstance(body, (bytes, bytearray)) else 0
+        self.total += int(length)
+
+
+def s3_push_vs_upload(
+    bench: Bench, site: S3Site, state: dict, arch: str, kwargs: dict | None, repeat: int
+) -> tuple[list[float], list[float], list[int], list[int], bool]:
+    """Push to a fresh prefix (fresh catalogue) vs torch.save + upload_file of a local file.
+
+    Returns the times, the bytes each push sent and wrote (its report's bytes_written),
+    and whether the warm-up push loads back (load_state_dict, cache emptied first) as
+    the weights pushed.
+    """
+    sent: list[int] = []
+    written: list[int] = []
+    kept: list[tuple[Registry, str]] = []
+    pth = bench.fresh_dir("s3-by-hand").with_suffix(".pth")
+
+    def push() -> float:
+        reg, prefix = site.registry()
+        counter = SentBytes(reg._store.client)
+        seconds, version = timed_call(
+            lambda: reg.push(state, "bench", arch=arch, arch_kwargs=kwargs)
+        )
+        sent.append(counter.total)
+        written.append(version.pushed.bytes_written)
+        if not kept:
+            kept.append((reg, prefix))  # the warm-up push: checked below, untimed
+        else:
+            reg.close()
+            site.delete_prefix(prefix)
+        return seconds
+
+    def upload() -> float:
+        client = site.client()
+        key = f"by-hand/{bench.fresh_dir('s3-save').name}/model.pth"
+
+        def write() -> None:
+            torch.save(state, pth)
+            client.upload_file(str(pth), site.bucket, key)
+
+        seconds = timed(write)
+        pth.unlink()
+        client.delete_object(Bucket=site.bucket, Key=key)
+        client.close()
+        return seconds
+
+    push(), upload()  # warm-up: imports, code paths, allocator, the server's volumes
+    ours, base = alternate(push, upload, repeat)
+    reg, prefix = kept[0]
+    site.clear_cache()
+    ok = same_weights(reg.load_state_dict("bench:1"), state)
+    site.clear_cache()
+    site.delete_prefix(prefix)
+    return ours, base, sent, written, ok
+
+
+def s3_push_rows(
+    bench: Bench, name: str, state: dict, arch: str, kwargs: dict | None, repeat: int
+) -> list[Row]:
+    label = f"s3 push {name} ({size(nbytes_of(state))}) vs torch.save+upload_file"
+    skipped = s3_skipped(label)
+    if skipped:
+        return skipped
+    with s3_site(bench, repeat) as site:
+        ours, base, sent, written, ok = s3_push_vs_upload(bench, site, state, arch, kwargs, repeat)
+        label += f" [{site.catalogue} catalogue]"
+    row = push_row(label, state, ours, base, min(sent))
+    row = checked(row, sent == written, f"bytes sent {sent} != bytes_written {written}")
+    return [checked(row, ok, "the pushed version loads back different weights")]
+
+
+def compare_s3_push(bench: Bench) -> list[Row]:
+    return s3_push_rows(bench, "resnet50", bench.small_state, "resnet50", None, bench.s3_repeat())
+
+
+def compare_s3_push_1gb(bench: Bench) -> list[Row]:
+    big = {"num_classes": BIG_CLASSES}
+    return s3_push_rows(
+        bench, "vgg19", bench.big_state, "vgg19", big, bench.s3_repeat(S3_REPEAT_1GB)
+    )
+
+
+def compare_s3_load(bench: Bench) -> list[Row]:
+    label = "s3 load resnet50 (cache empty) vs download_file+get_model+torch.load+load_state_dict"
+    skipped = s3_skipped(label)
+    if skipped:
+        return skipped
+    local = bench.small_reg
+    with s3_site(bench, bench.s3_repeat()) as site:
+        reg, _ = site.registry()
+        reg.push(bench.small_state, "bench", arch="resnet50")
+        by_hand = site.client()
+        key = "by-hand/resnet50.pth"
+        by_hand.upload_file(str(bench.small_pth), site.bucket, key)
+        fetched = bench.fresh_dir("s3-download").with_suffix(".pth")
+
+        def recipe() -> torch.nn.Module:
+            by_hand.download_file(site.bucket, key, str(fetched))
+            m = torchvision.models.get_model("resnet50", weights=None)
+            m.load_state_dict(torch.load(fetched, weights_only=True))
+            return m.eval()
+
+        def cold() -> float:
+            site.clear_cache()
+            return timed(lambda: reg.load("bench:1"))
+
+        def base() -> float:
+            seconds = timed(recipe)
+            fetched.unlink()
+            return seconds
+
+        def warm() -> float:
+            return timed(lambda: reg.load("bench:1"))
+
+        def local_load() -> float:
+            return timed(lambda: local.load("bench:1"))
+
+        cold(), base()  # warm-up: imports, code paths, connections
+        ok_cold = same_weights(reg.load("bench:1").state_dict(), bench.small_state)
+        ok_base = same_weights(recipe().state_dict(), bench.small_state)
+        fetched.unlink()
+        a, b = alternate(cold, base, bench.s3_repeat())
+
+        warm(), local_load()  # the cache is filled by the last cold load
+        ok_warm = same_weights(reg.load("bench:1").state_dict(), bench.small_state)
+        c, d = alternate(warm, local_load, bench.s3_repeat())
+        catalogue = site.catalogue
+    cold_row = ratio_row(
+        f"{label} [{catalogue} catalogue]", statistics.median(a), statistics.median(b), 1.0
+    )
+    warm_row = ratio_row(
+        f"s3 load resnet50 (cache filled) vs load from a local registry [{catalogue} vs SQLite]",
+        statistics.median(c),
+        statistics.median(d),
+        1.2,
+    )
+    return [
+        checked(cold_row, ok_cold and ok_base, "loaded weights differ from the pushed ones"),
+        checked(warm_row, ok_warm, "loaded weights differ from the pushed ones"),
+    ]
+
+
+def compare_s3_finetune(bench: Bench) -> list[Row]:
+    label = "s3 fine-tune push (fc.* new): bytes sent vs changed"
+    skipped = s3_skipped(label)
+    if skipped:
+        return skipped
+    state = bench.small_state
+    changed = state["fc.weight"].nbytes + state["fc.bias"].nbytes
+    local = bench.registry(bench.fresh_dir("finetune"))
+    local.push(state, "ft", arch="resnet50")  # ft:1
+    with s3_site(bench, bench.s3_repeat()) as site:
+        reg, _ = site.registry()
+        reg.push(state, "ft", arch="resnet50")  # ft:1
+        counter = SentBytes(reg._store.client)
+        sent: list[int] = []
+        written: list[int] = []
+        last: list = []  # (tuned state, its version) of the latest fine-tune
+
+        def remote() -> float:
+            tuned = finetuned(state)
+            before = counter.total
+            seconds, version = timed_call(lambda: reg.push(tuned, "ft", arch="resnet50"))
+            sent.append(counter.total - before)
+            written.append(version.pushed.bytes_written)
+            last[:] = [tuned, version]
+            return seconds
+
+        def here() -> float:
+            return finetune_push(local, state)[0]
+
+        remote(), here()  # warm-up
+        a, b = alternate(remote, here, bench.s3_repeat())
+        tuned, version = last  # the latest fine-tune, loaded untimed from an empty cache
+        site.clear_cache()
+        ok = same_weights(reg.load_state_dict(version.ref), tuned)
+        catalogue = site.catalogue
+    bytes_row = ratio_row(f"{label} [{catalogue} catalogue]", max(sent), changed, 1.05, size)
+    ours, base = statistics.median(a), statistics.median(b)
+    time_row = Row(
+        f"s3 fine-tune push time vs the same push to a local registry [{catalogue} vs SQLite]",
+        secs(ours),
+        secs(base),
+        f"{ours / base:.2f}x",
+        "(info)",
+    )
+    return [
+        checked(
+            checked(bytes_row, sent == written, f"bytes sent {sent} != bytes_written {written}"),
+            ok,
+            "the fine-tuned version loads back different weights",
+        ),
+        time_row,
+    ]
+
+
 COMPARISONS: dict[str, Callable[[Bench], list[Row]]] = {
     "push": compare_push,
     "push-1gb": compare_push_1gb,
@@ -540,8 +916,12 @@ COMPARISONS: dict[str, Callable[[Bench], list[Row]]] = {
     "rss-1gb": compare_rss_1gb,
     "finetune": compare_finetune,
     "cli": compare_cli,
+    "s3-push": compare_s3_push,
+    "s3-push-1gb": compare_s3_push_1gb,
+    "s3-load": compare_s3_load,
+    "s3-finetune": compare_s3_finetune,
 }
-ONE_GB = {"push-1gb", "load-sd-1gb", "rss-1gb"}
+ONE_GB = {"push-1gb", "load-sd-1gb", "rss-1gb", "s3-push-1gb"}
 
 
 # -- main --------------------------------------------------------------------------
