@@ -17,11 +17,9 @@ load. A variant sets registry.storage.s3's constants for its pushes only,
 in this process (no file is changed): ``part`` (PART_BYTES, MiB), ``single``
 (SINGLE_PUT_BYTES, MiB), ``conc`` (CONCURRENCY), ``crc`` (0: no CRC32 on parts and
 PutObject; the client made with request_checksum_calculation=when_required),
-``hash`` (HASH_THREADS, the sha256 threads + 1), ``gather`` (1: part bodies sent as
-the bytearray _gather fills, without its copy to bytes), ``first`` (MiB: part 1, the
-one that waits for every sha256 because it holds the header, this long; S3's least is
-5), ``prehash`` (1: no part starts before every sha256 is known), ``stream`` (1, loads:
-each ranged GET's body written to the cache in 1 MiB chunks as it arrives).
+``hash`` (HASH_THREADS, the sha256 threads + 1). (Variants that measured a part 1 of
+5 MiB, hashing before uploading, bodies sent without a copy and GET bodies streamed
+into the cache were tried on 2026-11-29; the last two are now the default.)
 
 Phases of the default variant are timed by wrapping the functions that do them:
 "wall" is the union of their intervals within a push (what the push waits for at
@@ -119,7 +117,7 @@ def install_wrappers() -> None:
     wrap(push, "match_stored", "match_stored")
     wrap(s3.S3Store, "start_pack", "start_pack (returns once digests known)")
     wrap(s3, "sha256_hex", "  sha256 of tensors (hasher thread)")
-    wrap(s3, "_gather", "  _gather: part bodies (2 copies)")
+    wrap(s3, "_gather", "  _gather: part bodies (one copy)")
     wrap(hc.Crc32Checksum, "handle", "  botocore CRC32 of bodies")
     wrap(s3.S3Store, "_call", by_operation=True)
     wrap(s3.S3Store, "_seal", "  _seal thread (parts done, complete, HEAD)")
@@ -127,20 +125,6 @@ def install_wrappers() -> None:
     wrap(base.PackWritten, "wait", "  wait for the upload (PackWritten.wait)")
 
 
-def gather_one_copy(start, end, header, segments):
-    """s3._gather returning its bytearray (boto3 sends one as it is): one copy, not two."""
-    out = bytearray(end - start)
-    if header is not None and start < len(header):
-        piece = header[start : min(end, len(header))]
-        out[: len(piece)] = piece
-    for offset, buffer in segments:
-        size = buffer.nbytes
-        if offset >= end or offset + size <= start:
-            continue
-        lo, hi = max(start, offset), min(end, offset + size)
-        flat = buffer if buffer.format == "B" and buffer.ndim == 1 else buffer.cast("B")
-        out[lo - start : hi - start] = flat[lo - offset : hi - offset]
-    return out
 
 
 def install_load_wrappers() -> None:
@@ -151,7 +135,7 @@ def install_load_wrappers() -> None:
     wrap(read, "open_version", "open_version (catalogue + fetch + verify)")
     wrap(s3.S3Store, "_call", by_operation=True)
     wrap(s3.S3Store, "open_ranges", "  fetch into the cache (open_ranges)")
-    wrap(s3.S3Store, "get_range", "    get_range (GET + reading the body)")
+    wrap(s3.S3Store, "read_range", "    read_range (GET + body streamed to the cache)")
     wrap(cache.CacheEntry, "write", "    cache write (pwrite of each range)")
     wrap(cache.CacheEntry, "add", "    cache record (.ranges JSON, flock)")
     wrap(cache.PackCache, "prune", "    cache prune (glob + stat)")
@@ -159,83 +143,8 @@ def install_load_wrappers() -> None:
     wrap(architectures, "instantiate", "build the model (instantiate)")
 
 
-def start_pack_variant(first_bytes: int | None, prehash: bool):
-    """S3Store.start_pack as in registry/storage/s3.py (multipart branch), except that
-    part 1 (the header's part, uploaded once every digest is known) is ``first_bytes``
-    long, and with ``prehash`` no part starts before every digest is known."""
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    from registry.storage.base import PackWritten
-    from registry.storage.packs import layout, placeholder_names
-
-    real = s3.S3Store.start_pack
-
-    def start_pack(self, buffers, progress=None):
-        sizes = [b.nbytes for b in buffers]
-        plan = layout(placeholder_names(len(buffers)), sizes)
-        if plan.nbytes <= s3.SINGLE_PUT_BYTES:
-            return real(self, buffers, progress)
-        pack_id = __import__("uuid").uuid4().hex
-        key = self.key(pack_id)
-        segments = list(zip(plan.offsets, buffers))
-        hasher = ThreadPoolExecutor(max_workers=max(1, s3.HASH_THREADS - 1))
-        order = sorted(range(len(buffers)), key=lambda i: -sizes[i])
-        hashes = {i: hasher.submit(s3.sha256_hex, buffers[i]) for i in order}
-        hasher.shutdown(wait=False)
-        sealed = Future()
-        upload = self._call(
-            "starting a pack upload",
-            "create_multipart_upload",
-            Key=key,
-            ChecksumAlgorithm="CRC32",
-        )["UploadId"]
-        first = min(first_bytes or s3.PART_BYTES, plan.nbytes)
-        parts = [(0, first)] + [
-            (start, min(start + s3.PART_BYTES, plan.nbytes))
-            for start in range(first, plan.nbytes, s3.PART_BYTES)
-        ]
-        if prehash:
-            digests = [hashes[i].result() for i in range(len(buffers))]
-        futures = [Future()]
-        for number, (start, end) in enumerate(parts[1:], start=2):
-            futures.append(
-                self.pool.submit(
-                    self._upload_part, key, upload, number, start, end, None, segments, progress
-                )
-            )
-        digests = [hashes[i].result() for i in range(len(buffers))]
-        header = layout(digests, sizes).header
-        futures[0] = self.pool.submit(
-            self._upload_part, key, upload, 1, *parts[0], header, segments, progress
-        )
-        threading.Thread(
-            target=self._seal, args=(key, plan.nbytes, upload, futures, sealed), daemon=True
-        ).start()
-        return PackWritten(pack_id, plan.nbytes, digests, plan.offsets, sealed=sealed)
-
-    return start_pack
 
 
-def fetch_range_streamed(self, start, end, progress):
-    """CachedPack.fetch_range writing the body to the cache in 1 MiB chunks as they
-    arrive, instead of reading it whole (one bytes of up to PART_BYTES) first."""
-    store = self._store
-    answer = store._call(
-        f"reading pack {self.pack_id}",
-        "get_object",
-        Key=store.key(self.pack_id),
-        Range=f"bytes={start}-{end - 1}",
-    )
-    position = start
-    for chunk in answer["Body"].iter_chunks(1 << 20):
-        self._entry.write(position, chunk)
-        position += len(chunk)
-    if position != end:
-        raise s3.StorageError(f"pack {self.pack_id} is truncated")
-    with self._lock:
-        self._fetched.append((start, end))
-    if progress is not None:
-        progress(end - start)
 
 
 class Variant:
@@ -266,24 +175,12 @@ class Variant:
                 return real(self_, what, operation, **kwargs)
 
             s3.S3Store._call = no_crc
-        if "first" in s or s.get("prehash") == "1":
-            self.saved["start_pack"] = s3.S3Store.start_pack
-            first = int(float(s["first"]) * (1 << 20)) if "first" in s else None
-            s3.S3Store.start_pack = start_pack_variant(first, s.get("prehash") == "1")
-        if s.get("stream") == "1":
-            self.saved["fetch_range"] = s3.CachedPack.fetch_range
-            s3.CachedPack.fetch_range = fetch_range_streamed
-        if s.get("gather") == "1":
-            self.saved["_gather"] = s3._gather
-            s3._gather = gather_one_copy
         return self
 
     def __exit__(self, *exc):
         for key, value in self.saved.items():
-            if key in ("_call", "start_pack"):
+            if key == "_call":
                 setattr(s3.S3Store, key, value)
-            elif key == "fetch_range":
-                s3.CachedPack.fetch_range = value
             else:
                 setattr(s3, key, value)
         os.environ.pop("AWS_REQUEST_CHECKSUM_CALCULATION", None)
@@ -502,7 +399,7 @@ ORDER = [  # the rows of the phase table, in this order
     "match_stored",
     "start_pack (returns once digests known)",
     "  sha256 of tensors (hasher thread)",
-    "  _gather: part bodies (2 copies)",
+    "  _gather: part bodies (one copy)",
     "  botocore CRC32 of bodies",
     "S3 create_multipart_upload",
     "S3 upload_part",
@@ -517,7 +414,7 @@ ORDER = [  # the rows of the phase table, in this order
     "  fetch into the cache (open_ranges)",
     "S3 head_object",
     "S3 get_object",
-    "    get_range (GET + reading the body)",
+    "    read_range (GET + body streamed to the cache)",
     "    cache write (pwrite of each range)",
     "    cache record (.ranges JSON, flock)",
     "    cache prune (glob + stat)",

@@ -54,6 +54,8 @@ PART_BYTES = 16 << 20
 SINGLE_PUT_BYTES = 16 << 20
 #: Parallel requests per store (uploads of parts, ranged GETs).
 CONCURRENCY = 8
+#: Bytes of a GET's body written to the cache at a time.
+_READ_CHUNK = 1 << 20
 #: Wanted ranges closer than this are fetched as one (alignment padding, tiny gaps).
 _FETCH_GAP = 4096
 #: A key under the prefix that is never written: deleting it tells whether we may write.
@@ -353,28 +355,37 @@ class S3Store:
             raise errors[0]
         self.cache.prune()
 
-    def get_range(self, pack_id: str, start: int, end: int) -> bytes:
-        """Bytes ``start .. end`` of a pack object, straight from the store."""
+    def read_range(
+        self, pack_id: str, start: int, end: int, sink: Callable[[int, bytes], None]
+    ) -> None:
+        """Stream bytes ``start .. end`` of a pack object to ``sink(offset, chunk)`` as
+        they arrive (1 MiB at a time: no buffer of the whole range is held)."""
+        from botocore.exceptions import BotoCoreError
+
         try:
             answer = self._call(
                 f"reading pack {pack_id}", "get_object",
                 Key=self.key(pack_id), Range=f"bytes={start}-{end - 1}",
             )  # fmt: skip
-            data = answer["Body"].read()
+            position = start
+            for chunk in answer["Body"].iter_chunks(_READ_CHUNK):
+                if position + len(chunk) > end:
+                    raise StorageError(f"pack {pack_id} in {self.url} sent more than was asked")
+                sink(position, chunk)
+                position += len(chunk)
         except _Missing:
             raise StorageError(
                 f"pack {pack_id} is missing from the tensor store at {self.url}"
             ) from None
-        except OSError as exc:  # the connection broke mid-body
+        except (OSError, BotoCoreError) as exc:  # the connection broke mid-body
             if isinstance(exc, StorageError):
                 raise
             raise StorageError(f"reading pack {pack_id} from {self.url} failed: {exc}") from None
-        if len(data) != end - start:
+        if position != end:
             raise StorageError(
                 f"pack {pack_id} in {self.url} is truncated: needs bytes {start}..{end}, "
-                f"got {len(data)}"
+                f"got {position - start}"
             )
-        return data
 
     # -- listing and deleting ------------------------------------------------------
 
@@ -462,7 +473,7 @@ def _clock_skew(answer: dict[str, Any]) -> float:
 
 def _gather(
     start: int, end: int, header: bytes | None, segments: list[tuple[int, memoryview]]
-) -> bytes:
+) -> bytearray:
     """Bytes ``start .. end`` of a pack: the header (if given; else zeros there), the
     blobs at their offsets, zeros in the alignment gaps."""
     out = bytearray(end - start)
@@ -476,7 +487,7 @@ def _gather(
         lo, hi = max(start, offset), min(end, offset + size)
         flat = buffer if buffer.format == "B" and buffer.ndim == 1 else buffer.cast("B")
         out[lo - start : hi - start] = flat[lo - offset : hi - offset]
-    return bytes(out)
+    return out  # boto3 sends a bytearray as it is: no second copy
 
 
 class CachedPack:
@@ -507,8 +518,7 @@ class CachedPack:
         return jobs
 
     def fetch_range(self, start: int, end: int, progress: Callable[[int], None] | None) -> None:
-        data = self._store.get_range(self.pack_id, start, end)
-        self._entry.write(start, data)
+        self._store.read_range(self.pack_id, start, end, self._entry.write)
         with self._lock:
             self._fetched.append((start, end))
         if progress is not None:
