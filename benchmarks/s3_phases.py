@@ -125,8 +125,6 @@ def install_wrappers() -> None:
     wrap(base.PackWritten, "wait", "  wait for the upload (PackWritten.wait)")
 
 
-
-
 def install_load_wrappers() -> None:
     from registry import architectures
     from registry.pipelines import read
@@ -141,10 +139,6 @@ def install_load_wrappers() -> None:
     wrap(cache.PackCache, "prune", "    cache prune (glob + stat)")
     wrap(read, "_failing", "  verify (XXH3 of every tensor)")
     wrap(architectures, "instantiate", "build the model (instantiate)")
-
-
-
-
 
 
 class Variant:

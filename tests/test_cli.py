@@ -48,6 +48,9 @@ def changed_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 # -- the installed command, in a subprocess ------------------------------------------
 
 
+# local_only: 15-28 s on the team backend, whose installed-command push, pull and
+# refusals tests/test_object_store.py runs (progress bars, readers, mirror).
+@pytest.mark.local_only
 def test_installed_command_push_dedup_and_pull(home: Path, tmp_path: Path, resnet18_pth: Path,
                                                resnet18_state):
     # First push: the ref on stdout, a summary on stderr.

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -63,7 +62,10 @@ def _objects(seaweed_server, env: dict[str, str]) -> list[str]:
 def _uploads(seaweed_server, env: dict[str, str]) -> list[str]:
     bucket, _, prefix = env["REGISTRY_STORAGE_URL"][len("s3://") :].partition("/")
     client = seaweed_server.client()
-    return [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads") or []]
+    return [
+        u["Key"]
+        for u in client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads") or []
+    ]
 
 
 def test_push_then_load_twice_the_second_from_the_cache(team, seaweed_server, tmp_path):
@@ -192,6 +194,7 @@ Registry().push(state, "big", arch="vit_b_16")
 """
 
 
+@pytest.mark.slow  # builds and pushes vit_b_16 (330 MB) to kill it mid-upload
 def test_a_push_killed_mid_upload_leaves_an_upload_gc_aborts(team, seaweed_server, monkeypatch):
     proc = subprocess.Popen(
         [sys.executable, "-c", _BIG_PUSH],
@@ -215,10 +218,10 @@ def test_a_push_killed_mid_upload_leaves_an_upload_gc_aborts(team, seaweed_serve
     assert len(_uploads(seaweed_server, team)) == 1
     with Registry() as reg:
         assert reg.list() == []
-        report = reg.gc()  # younger than the grace period: left alone
+        report = reg.gc()  # younger than the grace period (a day): left alone
         assert report.orphan_files_removed == 0 and len(_uploads(seaweed_server, team)) == 1
         time.sleep(2)  # S3 times are whole seconds
-        monkeypatch.setattr(maintenance, "GC_GRACE_SECONDS", 0)
+        monkeypatch.setattr(maintenance, "GC_UNFINISHED_GRACE_SECONDS", 0)
         report = reg.gc()
         assert report.orphan_files_removed >= 1
     assert _uploads(seaweed_server, team) == []
@@ -233,7 +236,11 @@ def _pushed(env: dict[str, str]) -> None:
 def test_credentials_that_may_only_read(team, reader_env, seaweed_server, tmp_path, monkeypatch):
     _pushed(team)
     before = _objects(seaweed_server, team)
-    reader = {**reader_env, "REGISTRY_HOME": team["REGISTRY_HOME"], "REGISTRY_CACHE_DIR": str(tmp_path / "reader-cache")}
+    reader = {
+        **reader_env,
+        "REGISTRY_HOME": team["REGISTRY_HOME"],
+        "REGISTRY_CACHE_DIR": str(tmp_path / "reader-cache"),
+    }
     # reading works with them
     assert "net:1" in run_cli("list", env=reader, check=True).stdout
     pulled = tmp_path / "pulled.safetensors"
@@ -253,7 +260,10 @@ def test_credentials_that_may_only_read(team, reader_env, seaweed_server, tmp_pa
         result = run_cli(*args, env=reader)
         assert result.returncode == 1, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
-        assert "refused to write" in lines[-1] and "Traceback" not in result.stderr, (args, result.stderr)
+        assert "refused to write" in lines[-1] and "Traceback" not in result.stderr, (
+            args,
+            result.stderr,
+        )
     assert _objects(seaweed_server, team) == before
     assert _uploads(seaweed_server, team) == []
     with Registry() as reg:
@@ -311,12 +321,18 @@ def test_versions_move_between_a_local_and_a_team_registry_both_ways(team, tmp_p
     local = tmp_path / "local"
     base = make_model("resnet18").state_dict()
     tuned = {k: (v * 2 if k.startswith("fc.") else v) for k, v in base.items()}
-    with Registry(home=local, database_url=f"sqlite:///{local / 'registry.db'}", storage_url=local / "objects") as mine:
+    with Registry(
+        home=local, database_url=f"sqlite:///{local / 'registry.db'}", storage_url=local / "objects"
+    ) as mine:
         mine.push(base, "base", arch="resnet18", tags={"stage": "pre"})
         mine.push(tuned, "tuned", arch="resnet18", parent="base:1", description="fc doubled")
         mine.alias("tuned:1", "production")
     # local -> team, with the command a user types (the source is the environment's)
-    local_env = {"REGISTRY_HOME": str(local), "REGISTRY_DATABASE_URL": "", "REGISTRY_STORAGE_URL": ""}
+    local_env = {
+        "REGISTRY_HOME": str(local),
+        "REGISTRY_DATABASE_URL": "",
+        "REGISTRY_STORAGE_URL": "",
+    }
     moved = run_cli(
         "mirror", "--to-database-url", team["REGISTRY_DATABASE_URL"],
         "--to-storage-url", team["REGISTRY_STORAGE_URL"], "--json",
@@ -331,17 +347,27 @@ def test_versions_move_between_a_local_and_a_team_registry_both_ways(team, tmp_p
         assert shared.verify().corrupt == []
         again = shared.push(tuned, "tuned", arch="resnet18")  # the same weights: no new version
         assert again.ref == "tuned:1" and again.pushed.bytes_written == 0
-        shared.push({k: v + 3 for k, v in tuned.items()}, "tuned", arch="resnet18", parent="tuned:1")
+        shared.push(
+            {k: v + 3 for k, v in tuned.items()}, "tuned", arch="resnet18", parent="tuned:1"
+        )
     # team -> a second local registry, with export and import
     bundle = tmp_path / "team.tar"
     run_cli("export", "base:1", "tuned:1", "tuned:2", "-o", str(bundle), check=True)
     other = tmp_path / "other"
-    other_env = {"REGISTRY_HOME": str(other), "REGISTRY_DATABASE_URL": "", "REGISTRY_STORAGE_URL": ""}
+    other_env = {
+        "REGISTRY_HOME": str(other),
+        "REGISTRY_DATABASE_URL": "",
+        "REGISTRY_STORAGE_URL": "",
+    }
     run_cli("import", str(bundle), env=other_env, check=True)
-    with Registry(home=other, database_url=f"sqlite:///{other / 'registry.db'}", storage_url=other / "objects") as back:
-        assert [v.ref for v in back.list(sort="name")] == ["base:1", "tuned:2", "tuned:1"] or sorted(
-            v.ref for v in back.list()
-        ) == ["base:1", "tuned:1", "tuned:2"]
+    with Registry(
+        home=other, database_url=f"sqlite:///{other / 'registry.db'}", storage_url=other / "objects"
+    ) as back:
+        assert [v.ref for v in back.list(sort="name")] == [
+            "base:1",
+            "tuned:2",
+            "tuned:1",
+        ] or sorted(v.ref for v in back.list()) == ["base:1", "tuned:1", "tuned:2"]
         assert back.get("tuned:2").parent == "tuned:1"
         assert_same_state(back.load_state_dict("tuned:1"), tuned)
     # mirroring again copies nothing new
@@ -399,6 +425,7 @@ print(runs)
 """
 
 
+@pytest.mark.slow  # about 45 s: 9 processes importing torch on 2 cores
 def test_eight_writers_and_a_collector_at_once(team, seaweed_server):
     """8 processes push 20 versions each to one name while gc runs in a loop: versions
     1..160 with no gaps or duplicates, each loadable and verifying; the tensors all
@@ -410,7 +437,10 @@ def test_eight_writers_and_a_collector_at_once(team, seaweed_server):
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", _WRITER, str(w), str(start), str(TESTS)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for w in range(8)
     ]
@@ -430,7 +460,9 @@ def test_eight_writers_and_a_collector_at_once(team, seaweed_server):
         collector.terminate()
         out, err = collector.communicate(timeout=60)
     assert "Traceback" not in err, err  # gc never failed while the pushes ran
-    assert sorted(pushed, key=lambda r: int(r.split(":")[1])) == [f"busy:{n}" for n in range(1, 161)]
+    assert sorted(pushed, key=lambda r: int(r.split(":")[1])) == [
+        f"busy:{n}" for n in range(1, 161)
+    ]
     with Registry() as reg:
         assert reg.count("busy") == 160
         for ref, digest in pushed.items():
@@ -459,7 +491,11 @@ def test_a_team_reader_with_a_select_only_role_and_read_only_keys(
     base = make_model("resnet18").state_dict()
     with Registry() as reg:
         reg.push(base, "net", arch="resnet18", tags={"stage": "a"})
-        reg.push({k: v + 1 if k.startswith("fc.") else v for k, v in base.items()}, "net", arch="resnet18")
+        reg.push(
+            {k: v + 1 if k.startswith("fc.") else v for k, v in base.items()},
+            "net",
+            arch="resnet18",
+        )
     role = f"reader_{uuid.uuid4().hex[:8]}"
     postgres_server.execute(f'CREATE ROLE "{role}" LOGIN')
     run_cli("db", "grant-reader", role, "--run", check=True)
@@ -500,3 +536,21 @@ def test_a_team_reader_with_a_select_only_role_and_read_only_keys(
         assert [v.ref for v in reg.list()] == ["net:2", "net:1"]
         assert reg.get("net:1").tags == {"stage": "a"} and reg.get("net:1").aliases == ()
         assert [e.kind for e in reg.log("net")].count("push") == 2
+
+
+def test_a_lost_object_is_reported_by_verify_and_healed_by_a_push(team, seaweed_server):
+    state = make_model("resnet18").state_dict()
+    with Registry() as reg:
+        reg.push(state, "net", arch="resnet18")
+        reg.load("net:1")  # cached here, so only asking the bucket shows the loss
+        bucket, _, _ = team["REGISTRY_STORAGE_URL"][len("s3://") :].partition("/")
+        [key] = _objects(seaweed_server, team)
+        seaweed_server.client().delete_object(Bucket=bucket, Key=key)
+        report = reg.verify()
+        assert report.missing and {p.kind for p in report.missing} == {"missing"}
+        assert all(u.startswith("net:1 ") for p in report.missing for u in p.used_by)
+        again = reg.push(state, "net", arch="resnet18")  # the good weights, once more
+        assert again.ref == "net:1" and again.pushed.healed > 0
+        assert reg.verify().ok
+        reg.clear_cache()
+        assert_same_state(reg.load_state_dict("net:1", verify="sha256"), state)

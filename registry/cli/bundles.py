@@ -70,14 +70,18 @@ def import_(path: str, as_json: bool) -> None:
 
 
 @click.command(cls=Command)
-@click.option("--to-home", type=click.Path(file_okay=False), help="The target registry's home folder.")
+@click.option(
+    "--to-home", type=click.Path(file_okay=False), help="The target registry's home folder."
+)
 @click.option(
     "--to-database-url",
     metavar="URL",
     help="The target's catalogue (sqlite:///PATH or postgresql+psycopg://...).",
 )
 @click.option(
-    "--to-storage-url", metavar="URL", help="The target's tensor store (a folder or s3://bucket/prefix)."
+    "--to-storage-url",
+    metavar="URL",
+    help="The target's tensor store (a folder or s3://bucket/prefix).",
 )
 @click.option("--name", "pattern", metavar="GLOB", help="Only models whose name matches.")
 @click.option(

@@ -18,8 +18,6 @@ from typing import Any
 
 import click
 
-from .. import _format
-
 
 def emit_json(data: Any) -> None:
     """``--json``'s answer, on stdout."""

@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..catalog.gateway import Catalog, Contention, Gateway, StoredBlob
-from ..errors import IntegrityError, StorageError
+from ..errors import IntegrityError
 from ..records import GcReport, Problem, VerifyReport
 from ..refs import parse_ref
-from ..storage import PackWritten, Store, StoredFile, checksum_many, sha256_many
+from ..storage import PackMissing, PackWritten, Store, StoredFile, checksum_many, sha256_many
 from ..storage.packs import layout, placeholder_names
 
 #: Files the catalogue does not know are left alone by gc until they are this old.
 GC_GRACE_SECONDS = 3600
+#: Unfinished uploads and temporary files are left alone this long: a slow upload of
+#: a big pack may still be running (S3 dates an upload from its start).
+GC_UNFINISHED_GRACE_SECONDS = 24 * 3600
 #: How many times gc and verify look again after a concurrent writer's change.
 _ATTEMPTS = 5
 
@@ -49,7 +52,7 @@ def gc(gateway: Gateway, store: Store, *, dry_run: bool = False) -> GcReport:
         with gateway.read() as catalog:
             return _report(_plan(catalog, store), dry_run=True)
     gateway.check_writable()  # before a pack is rewritten
-    store.check_writable()  # before a catalogue row is deleted
+    store.check_writable(deleting=True)  # before a catalogue row is deleted
     for attempt in range(_ATTEMPTS):
         try:
             return _collect(gateway, store)
@@ -117,11 +120,12 @@ def _plan(catalog: Catalog, store: Store) -> _GcPlan:
             plan.rewrites.append((pack_id, keep))
             sizes = [b.nbytes for b in keep]
             plan.freed += nbytes - layout(placeholder_names(len(sizes)), sizes).nbytes
-    cutoff = time.time() - GC_GRACE_SECONDS
+    now = time.time()
     plan.orphans = [
         f
         for f in store.list()
-        if (f.pack_id is None or f.pack_id not in packs) and f.mtime < cutoff
+        if (f.pack_id is None and f.mtime < now - GC_UNFINISHED_GRACE_SECONDS)
+        or (f.pack_id is not None and f.pack_id not in packs and f.mtime < now - GC_GRACE_SECONDS)
     ]
     plan.freed += sum(f.size for f in plan.orphans)
     return plan
@@ -131,25 +135,29 @@ def _rewrite(store: Store, pack_id: str, keep: list[StoredBlob]) -> PackWritten:
     """A new, durable pack with just ``keep``'s bytes from ``pack_id``, each re-checked
     against its sha256 on the way (IntegrityError, and nothing changed, if one fails)."""
     pack = store.open_ranges({pack_id: [(b.offset, b.nbytes) for b in keep]})[pack_id]
-    new = store.start_pack([pack.view(b.offset, b.nbytes) for b in keep])
-    try:
-        new.wait()
-        bad = [b.digest for b, d in zip(keep, new.digests) if d != b.digest]
-    except BaseException:
+    for attempt in range(2):
+        new = store.start_pack([pack.view(b.offset, b.nbytes) for b in keep])
+        try:
+            new.wait()
+            bad = [b for b, d in zip(keep, new.digests) if d != b.digest]
+        except BaseException:
+            store.abandon(new)
+            raise
+        if not bad:
+            return new
         store.abandon(new)
-        raise
-    if bad:
-        store.abandon(new)
-        base = (
-            f"pack {pack_id} holds {len(bad)} corrupt tensor"
-            f"{'s' if len(bad) != 1 else ''} (sha256:{bad[0][:12]}...); "
-            "gc stopped without changing anything"
-        )
-        raise IntegrityError(
-            f"{base}: verify() says which versions use them",
-            cli=f"{base}: `registry verify` says which versions use them",
-        )
-    return new
+        # A cached copy of a remote pack may be what is damaged: read those again.
+        if attempt or not pack.refetch([(b.offset, b.nbytes) for b in bad]):
+            break
+    base = (
+        f"pack {pack_id} holds {len(bad)} corrupt tensor"
+        f"{'s' if len(bad) != 1 else ''} (sha256:{bad[0].digest[:12]}...); "
+        "gc stopped without changing anything"
+    )
+    raise IntegrityError(
+        f"{base}: verify() says which versions use them",
+        cli=f"{base}: `registry verify` says which versions use them",
+    )
 
 
 def verify(gateway: Gateway, store: Store, ref: str | None = None) -> VerifyReport:
@@ -218,15 +226,15 @@ def _check_blobs(
     for blob, checksum in blobs:
         by_pack.setdefault(blob.pack_id, []).append((blob, checksum))
     for pack_id, items in by_pack.items():
-        try:
-            pack = store.open(pack_id)
-        except StorageError:
+        try:  # from the store itself, not a cache of it (a remote pack: HeadObject)
+            pack = store.open_ranges({pack_id: []}, fresh=True)[pack_id]
+        except PackMissing:
             missing += [b for b, _ in items]
             continue
         inside = [(b.offset, b.nbytes) for b, _ in items if b.offset + b.nbytes <= len(pack)]
-        try:  # a remote pack: fetch what will be checked, in parallel
-            pack = store.open_ranges({pack_id: inside})[pack_id]
-        except StorageError:
+        try:  # a remote pack: fetch what will be checked, in parallel, not from a cache
+            pack = store.open_ranges({pack_id: inside}, fresh=True)[pack_id]
+        except PackMissing:
             missing += [b for b, _ in items]
             continue
         present = []

@@ -34,6 +34,7 @@ from ..keyvalue import check_description, validate_arch_kwargs, validate_tags
 from ..records import ModelVersion, PushReport
 from ..refs import parse_ref, validate_name
 from ..storage import (
+    PackMissing,
     PackReader,
     PackWritten,
     Store,
@@ -285,6 +286,10 @@ def _commit(
         (*p.notes, _healed_note(plan.heal, p.names, plan.digests)) if plan.heal else tuple(p.notes)
     )
     written = plan.written
+    if written is not None:
+        # The pack is durable (uploaded and its size confirmed) before the transaction
+        # that names it starts: no lock is held while bytes travel.
+        written.wait()
     with gateway.write() as catalog:
         existing = catalog.version_by_digest(name, version_digest)
         changed: tuple[str, ...] = ()
@@ -315,8 +320,6 @@ def _commit(
             tensors_written = sum(d in new_digests for d in plan.digests)
             report = PushReport(True, written_bytes, tensors_written, said, healed=len(plan.heal))
         record = catalog.records([catalog.version_by_id(version_id)])[0]
-        if written is not None:
-            written.wait()  # the pack is durable before the rows naming it
     return record, report
 
 
@@ -421,14 +424,14 @@ def match_stored(
     views, checksums = prepared.views, prepared.checksums
     result, reps = _dedupe_within(prepared)
     if store.remote:
-        return _match_by_digest(prepared, stored, result, reps)
+        return _match_by_digest(store, prepared, stored, result, reps, missing_ok)
     opened: dict[str, PackReader | None] = {}
     for i in reps:
         for blob in stored.get(checksums[i], ()):
             if blob.pack_id not in opened:
                 try:
                     opened[blob.pack_id] = store.open(blob.pack_id)
-                except StorageError:
+                except PackMissing:
                     if blob.pack_id not in missing_ok:
                         raise PackGone(blob.pack_id) from None
                     opened[blob.pack_id] = None  # still named, still missing: damaged
@@ -465,27 +468,44 @@ def match_stored(
 
 
 def _match_by_digest(
-    prepared: Prepared, stored: dict[str, list[StoredBlob]], result: list[Any], reps: list[int]
+    store: Store,
+    prepared: Prepared,
+    stored: dict[str, list[StoredBlob]],
+    result: list[Any],
+    reps: list[int],
+    missing_ok: set[str] | frozenset[str],
 ) -> Plan:
     """``match_stored`` for a remote store: a checksum match is confirmed by the sha256
     of this push's bytes against the stored blob's digest (a cryptographic identity),
-    instead of downloading the stored copy to compare. A damaged remote copy is not
-    noticed here; loads and ``verify`` check every byte they fetch."""
+    instead of downloading the stored copy to compare, and the pack holding it must
+    exist (a lost object's tensors are written again and healed). Bytes damaged inside
+    an object that exists are not noticed here; loads and ``verify`` check every byte
+    they fetch."""
     views, checksums = prepared.views, prepared.checksums
     candidates = [
-        i
-        for i in reps
-        if any(b.nbytes == views[i].nbytes for b in stored.get(checksums[i], ()))
+        i for i in reps if any(b.nbytes == views[i].nbytes for b in stored.get(checksums[i], ()))
     ]
     digests = dict(zip(candidates, sha256_many([views[i] for i in candidates])))
+    # A candidate's pack must exist (one HeadObject per pack): a lost object's tensors
+    # are written again, and the commit points them at the new copy.
+    packs = {b.pack_id for i in candidates for b in stored.get(checksums[i], ())}
+    lost = store.missing(sorted(packs)) if packs else set()
     found: dict[int, str | None] = {}
+    damaged: dict[int, set[str]] = {}
     for i in reps:
-        found[i] = next(
-            (b.digest for b in stored.get(checksums[i], ()) if b.digest == digests.get(i)),
-            None,
-        )
+        found[i] = None
+        for blob in stored.get(checksums[i], ()):
+            if blob.digest != digests.get(i):
+                continue
+            if blob.pack_id in lost and blob.pack_id in missing_ok:
+                damaged.setdefault(i, set()).add(blob.digest)
+            elif blob.pack_id in lost:
+                raise PackGone(blob.pack_id)  # gc may have moved it: ask again first
+            else:
+                found[i] = blob.digest
+                break
         result[i] = found[i]
-    return Plan(digests=result, fresh=[i for i in reps if found[i] is None])
+    return Plan(digests=result, fresh=[i for i in reps if found[i] is None], damaged=damaged)
 
 
 def _dedupe_within(prepared: Prepared) -> tuple[list[Any], list[int]]:

@@ -33,7 +33,7 @@ from ..errors import (
 from ..keyvalue import format_kwargs
 from ..records import Diff, ModelVersion, TensorChange, TensorInfo
 from ..refs import parse_ref
-from ..storage import Store, checksum_many, sha256_many
+from ..storage import PackMissing, Store, checksum_many, sha256_many
 
 if TYPE_CHECKING:
     import torch
@@ -111,7 +111,7 @@ def open_version(
                 {pack: list(ranges.items()) for pack, ranges in wanted.items()}, progress
             )
             break
-        except StorageError:
+        except PackMissing:
             # `registry gc` may have just moved these tensors to a new pack; look again.
             if attempt == _OPEN_ATTEMPTS - 1:
                 raise
@@ -141,7 +141,9 @@ def _refetched(located: list[Location], packs: Mapping[str, Any], bad: set[str])
     return any([packs[pack].refetch(sorted(set(ranges))) for pack, ranges in again.items()])
 
 
-def _failing(located: list[Location], views: Mapping[str, memoryview], mode: bool | str) -> set[str]:
+def _failing(
+    located: list[Location], views: Mapping[str, memoryview], mode: bool | str
+) -> set[str]:
     """Digests among ``views`` whose bytes fail the check: the checksum where known
     (``mode=True``), else (or with ``mode="sha256"``) the sha256."""
     checksums = {b.digest: b.checksum for b in located}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import PackReader, PackWritten, Store, StoredFile
+from .base import PackMissing, PackReader, PackWritten, Store, StoredFile
 from .hashing import checksum_many, manifest_digest, same_bytes, sha256_many
 from .local import LocalStore
 
@@ -38,8 +38,10 @@ def _cache_key(settings: Settings) -> str:
 
     return f"{settings.storage_url} at {config.object_store_endpoint() or 'AWS'}"
 
+
 __all__ = [
     "LocalStore",
+    "PackMissing",
     "PackReader",
     "PackWritten",
     "Store",

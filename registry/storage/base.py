@@ -13,11 +13,15 @@ store can sit behind them without either pipeline changing:
   bounds-checked, read-only-to-the-store view of a byte range;
 - ``open_ranges({pack_id: [(offset, nbytes), ...]}, progress)`` opens several packs
   for reading those ranges: a remote store fetches them all (in parallel) first, so
-  the views that follow need no network; the caller checks every tensor and asks
+  the views that follow need no network (``fresh=True``: read from the store itself,
+  not from a cache, as ``verify`` must); the caller checks every tensor and asks
   ``reader.refetch(ranges)`` for the ones that fail (True if that may have changed
   them: a cached copy was damaged; False for a local pack, whose bytes are all there
   is);
-- ``check_writable()`` raises StoreReadOnlyError if the store would refuse a write;
+- ``check_writable(deleting=False)`` raises StoreReadOnlyError if the store would
+  refuse a write (with ``deleting``, a delete); it changes nothing;
+- ``missing(pack_ids)`` says which of those packs the store does not have (asked of
+  the store itself, not of a cache);
 - ``remote`` is True where reading stored bytes costs a network transfer (the push then
   confirms a checksum match by its sha256 instead of reading the stored copy back);
 - ``list()`` names every pack and unfinished upload/temporary file in the store;
@@ -105,15 +109,24 @@ class Store(Protocol):
         self,
         wanted: Mapping[str, Sequence[tuple[int, int]]],
         progress: Callable[[int], None] | None = None,
+        fresh: bool = False,
     ) -> Mapping[str, PackReader]: ...
 
-    def check_writable(self) -> None: ...
+    def check_writable(self, deleting: bool = False) -> None: ...
+
+    def missing(self, pack_ids: Sequence[str]) -> set[str]: ...
 
     def list(self) -> list[StoredFile]: ...
 
     def delete(self, pack_id: str) -> None: ...
 
     def delete_file(self, stored: StoredFile) -> None: ...
+
+
+class PackMissing(StorageError):
+    """The store has no pack of that id (deleted, or never written): callers that may
+    race ``gc`` look the tensors up again; anything else about the store is a plain
+    StorageError."""
 
 
 def checked_range(pack_id: str, size: int, offset: int, nbytes: int) -> None:

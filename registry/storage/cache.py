@@ -7,6 +7,7 @@ a local pack. Layout under the cache folder (``Settings.pack_cache_dir``)::
     <store>/STORE                 the store's URL (what ``registry cache info`` shows)
     <store>/3f/3fa1c9....pack     a sparse file as long as the pack: fetched ranges filled
     <store>/3f/3fa1c9....ranges   JSON: the pack file's inode and the filled [start, end)s
+    <store>/.lock                 flock'd while a .ranges record is rewritten
 
 ``<store>`` is a digest of the endpoint, bucket and prefix, so two stores never share
 an entry. The cache is never trusted: readers check every tensor (XXH3 or sha256)
@@ -30,6 +31,8 @@ import json
 import mmap
 import os
 import shutil
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -100,23 +103,49 @@ class PackCache:
         self.store_url = store_url
 
     def entry(self, pack_id: str, size: int) -> CacheEntry:
-        """The entry of ``pack_id`` (``size`` bytes), created empty if there is none."""
+        """The entry of ``pack_id`` (``size`` bytes), created empty if there is none.
+
+        A new entry is made whole under a temporary name (a sparse file of the pack's
+        length: only fetched ranges take disk space) and linked into place, so no
+        process ever sees one of another length; an existing file is never resized.
+        """
         path = self._path(pack_id)
         try:
             if not path.parent.is_dir():
                 path.parent.mkdir(parents=True, exist_ok=True)
             if not (self.folder / "STORE").is_file():
                 (self.folder / "STORE").write_text(self.store_url + "\n")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                fd = self._create(path, size)
         except OSError as exc:
             raise StorageError(f"cannot use the read cache at {self.folder}: {exc}") from exc
-        try:
-            if os.fstat(fd).st_size != size:
-                os.ftruncate(fd, size)  # sparse: only fetched ranges take disk space
-        except OSError as exc:
+        if os.fstat(fd).st_size != size:  # not this pack's file: never trust or resize it
             os.close(fd)
-            raise StorageError(f"cannot use the read cache at {self.folder}: {exc}") from exc
-        return CacheEntry(path, fd, size)
+            raise StorageError(
+                f"the read cache's copy of pack {pack_id} ({path}) is not the pack's size; "
+                "run `registry cache clear`"
+            )
+        return CacheEntry(path, fd, size, self.folder / ".lock")
+
+    @staticmethod
+    def _create(path: Path, size: int) -> int:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, size)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:  # another process made it first: use theirs
+                os.close(fd)
+                fd = os.open(path, os.O_RDWR)
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        return fd
 
     def _path(self, pack_id: str) -> Path:
         return self.folder / pack_id[:2] / f"{pack_id}.pack"
@@ -168,10 +197,19 @@ class PackCache:
 
 
 def _entries(root: Path) -> list[tuple[Path, int, float]]:
-    """(pack file, bytes on disk, last use) of every entry under ``root``."""
-    found = []
+    """(pack file, bytes on disk, last use) of every entry under ``root``; records and
+    temporary files left without a pack (a prune during a fetch, a killed process)
+    are removed on the way."""
+    found: list[tuple[Path, int, float]] = []
     if not root.is_dir():
         return found
+    for stray in [*root.glob("*/*/*.ranges"), *root.glob("*/*/*.tmp")]:
+        pack = stray.parent / (stray.name.split(".")[0] + ".pack")
+        try:
+            if not pack.exists() and time.time() - stray.stat().st_mtime > 60:
+                stray.unlink(missing_ok=True)
+        except OSError:
+            pass
     for pack in root.glob("*/*/*.pack"):
         try:
             st = pack.stat()
@@ -188,17 +226,16 @@ def _remove_entry(pack: Path) -> None:
     # names the old inode, so nobody believes it for a new file of the same name).
     pack.unlink(missing_ok=True)
     pack.with_suffix(".ranges").unlink(missing_ok=True)
-    pack.with_suffix(".lock").unlink(missing_ok=True)
 
 
 class CacheEntry:
     """One pack's cache file, open: which ranges it holds, filling them, mapping it."""
 
-    def __init__(self, path: Path, fd: int, size: int):
+    def __init__(self, path: Path, fd: int, size: int, lock: Path):
         self.path, self._fd, self.size = path, fd, size
         self._inode = os.fstat(fd).st_ino
         self._ranges_path = path.with_suffix(".ranges")
-        self._lock_path = path.with_suffix(".lock")
+        self._lock_path = lock  # one per store: never removed, so it always excludes
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -235,14 +272,22 @@ class CacheEntry:
             view, offset = view[written:], offset + written
 
     def add(self, ranges: Sequence[Range]) -> None:
-        """Record ``ranges`` as filled (after :meth:`write`), and mark the entry used."""
-        with self._locked():
-            self._save(merge([*self.present(), *ranges]))
+        """Record ``ranges`` as filled (after :meth:`write`), and mark the entry used.
+        Advisory: if the record cannot be written (a `cache clear` meanwhile, a full
+        disk), the ranges are fetched again next time."""
+        try:
+            with self._locked():
+                self._save(merge([*self.present(), *ranges]))
+        except OSError:
+            pass
 
     def forget(self, ranges: Sequence[Range]) -> None:
         """Record ``ranges`` as not filled (their bytes failed a check)."""
-        with self._locked():
-            self._save(subtract(self.present(), merge(ranges)))
+        try:
+            with self._locked():
+                self._save(subtract(self.present(), merge(ranges)))
+        except FileNotFoundError:
+            pass  # the entry went (cleared): nothing is recorded as present
 
     def touch(self) -> None:
         """Mark the entry used now (the pruning order)."""

@@ -26,7 +26,7 @@ from .._progress import begin
 from ..config import HASH_THREADS
 from ..errors import StorageError, StoreReadOnlyError
 from . import _libc
-from .base import PackWritten, StoredFile, checked_range
+from .base import PackMissing, PackWritten, StoredFile, checked_range
 from .hashing import sha256_hex
 from .packs import layout, placeholder_names
 
@@ -58,15 +58,18 @@ class LocalStore:
     def url(self) -> str:
         return str(self.root)
 
-    def check_writable(self) -> None:
+    def missing(self, pack_ids: Sequence[str]) -> set[str]:
+        """Which of ``pack_ids`` have no pack file."""
+        return {p for p in pack_ids if not self.pack_path(p).is_file()}
+
+    def check_writable(self, deleting: bool = False) -> None:
         """Raise StoreReadOnlyError if the store's folder (or the first existing folder
         above it) may not be written by this user."""
         for folder in (self.root, *self.root.parents):
             if folder.exists():
                 if not os.access(folder, os.W_OK | os.X_OK):
                     raise StoreReadOnlyError(
-                        f"the tensor store refused to write: {folder} is not writable by "
-                        "this user"
+                        f"the tensor store refused to write: {folder} is not writable by this user"
                     )
                 return
 
@@ -74,8 +77,10 @@ class LocalStore:
         self,
         wanted: Mapping[str, Sequence[tuple[int, int]]],
         progress: Callable[[int], None] | None = None,
+        fresh: bool = False,
     ) -> dict[str, MappedPack]:
-        """Map each pack ``wanted`` names (its bytes are all here: nothing to fetch)."""
+        """Map each pack ``wanted`` names (its bytes are all here: nothing to fetch, and
+        nothing cached, so ``fresh`` changes nothing)."""
         return {pack_id: self.open(pack_id) for pack_id in wanted}
 
     def __repr__(self) -> str:
@@ -240,7 +245,7 @@ class LocalStore:
             with open(path, "rb") as f:
                 return MappedPack(pack_id, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
         except FileNotFoundError:
-            raise StorageError(
+            raise PackMissing(
                 f"pack {pack_id} is missing from the tensor store at {self.root}"
             ) from None
         except (OSError, ValueError) as exc:

@@ -17,7 +17,7 @@ calls, HeadObject, ranged GetObject, ListObjectsV2, ListMultipartUploads, Delete
   ``PackWritten.wait()`` returns, so the catalogue never names a missing object. Any
   failure aborts the multipart upload (no hidden parts left to pay for); an upload a
   crashed process left behind is listed by ``list()`` and aborted by ``gc`` after its
-  grace period.
+  grace period (a day for unfinished uploads: a slow upload may be running).
 - **Reading** (``open_ranges``): only the byte ranges asked for are fetched (ranged
   GETs in parallel), into the read-through cache (``cache.py``); a reader maps the
   cache file copy-on-write, exactly as a local pack is mapped. Callers check every
@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Any
@@ -43,7 +43,7 @@ from typing import Any
 from .._progress import begin
 from ..config import HASH_THREADS, ObjectStoreLocation
 from ..errors import ConfigurationError, StorageError, StoreReadOnlyError
-from .base import PackWritten, StoredFile, checked_range
+from .base import PackMissing, PackWritten, StoredFile, checked_range
 from .cache import PackCache, Range, merge, subtract
 from .hashing import sha256_hex
 from .packs import layout, placeholder_names
@@ -63,9 +63,9 @@ _WRITE_PROBE = ".registry-write-check"
 
 _PACK_KEY_RE = re.compile(r"packs/[0-9a-f]{2}/([0-9a-f]{32})\.pack")
 _PACK_ID_RE = re.compile(r"[0-9a-f]{32}")
-_REFUSED = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403", "InvalidAccessKeyId",
-            "SignatureDoesNotMatch", "AccountProblem"}  # fmt: skip
-_MISSING = {"NoSuchKey", "404", "NotFound"}
+_REFUSED = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
+_REJECTED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccountProblem", "ExpiredToken"}
+_MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 
 
 class S3Store:
@@ -149,14 +149,23 @@ class S3Store:
                 ) from None
             if code in _MISSING:
                 raise _Missing(f"{what}: no such object in {self.url}") from None
+            if code in _REJECTED:
+                raise StorageError(
+                    f"the tensor store {self.url} rejected these credentials ({what}): "
+                    f"{code}: {detail}; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the profile"
+                ) from None
             if code == "NoSuchBucket":
                 raise StorageError(
                     f"the bucket of {self.url} does not exist: create it, or fix "
                     "REGISTRY_STORAGE_URL"
                 ) from None
-            raise StorageError(f"the tensor store {self.url} failed {what}: {code}: {detail}") from None
+            raise StorageError(
+                f"the tensor store {self.url} failed {what}: {code}: {detail}"
+            ) from None
         except BotoCoreError as exc:  # no credentials, endpoint unreachable, ...
-            raise StorageError(f"cannot reach the tensor store {self.url} ({what}): {exc}") from None
+            raise StorageError(
+                f"cannot reach the tensor store {self.url} ({what}): {exc}"
+            ) from None
 
     # -- writing -------------------------------------------------------------------
 
@@ -193,13 +202,26 @@ class S3Store:
                 "starting a pack upload", "create_multipart_upload", Key=key,
                 ChecksumAlgorithm="CRC32",
             )["UploadId"]  # fmt: skip
-            parts = [(start, min(start + PART_BYTES, plan.nbytes)) for start in range(0, plan.nbytes, PART_BYTES)]
+            # Part 1 holds the whole header (its names are the digests, known last).
+            first = max(PART_BYTES, len(plan.header))
+            parts = [(0, min(first, plan.nbytes))] + [
+                (start, min(start + PART_BYTES, plan.nbytes))
+                for start in range(first, plan.nbytes, PART_BYTES)
+            ]
             futures: list[Future[dict[str, Any]]] = [Future()]
             try:
                 for number, (start, end) in enumerate(parts[1:], start=2):
                     futures.append(
                         self.pool.submit(
-                            self._upload_part, key, upload, number, start, end, None, segments, progress
+                            self._upload_part,
+                            key,
+                            upload,
+                            number,
+                            start,
+                            end,
+                            None,
+                            segments,
+                            progress,
                         )
                     )
                 digests = [hashes[i].result() for i in range(len(buffers))]
@@ -253,6 +275,10 @@ class S3Store:
         try:
             if upload is not None:
                 try:
+                    # Wait for all parts, or the first failure: then the parts not yet
+                    # started are cancelled and those running finish before the abort,
+                    # so the abort leaves no part behind.
+                    wait(parts, return_when=FIRST_EXCEPTION)
                     done = [future.result() for future in parts]
                     self._call(
                         "completing a pack upload", "complete_multipart_upload",
@@ -261,6 +287,7 @@ class S3Store:
                 except BaseException:
                     for future in parts:
                         future.cancel()
+                    wait(parts)
                     self._abort(key, upload)
                     raise
             size = self._call("checking an uploaded pack", "head_object", Key=key)["ContentLength"]
@@ -295,12 +322,33 @@ class S3Store:
             return  # it was aborted
         self._quiet_delete(self.key(written.pack_id))
 
-    def check_writable(self) -> None:
-        """Raise StoreReadOnlyError unless these credentials may write (and delete) here.
+    def check_writable(self, deleting: bool = False) -> None:
+        """Raise StoreReadOnlyError unless these credentials may upload here (and, with
+        ``deleting``, delete).
 
-        Deletes a key that is never written: S3 answers that with success for a writer
-        and AccessDenied for a reader, and nothing changes either way."""
-        self._call("checking write access", "delete_object", Key=self.location.prefix + _WRITE_PROBE)
+        Uploading is asked by starting a multipart upload of a probe key and aborting
+        it at once (no object is ever made); deleting by deleting a key that is never
+        written (success for a writer, AccessDenied for a reader; on a versioned bucket
+        that leaves a delete marker, which holds no data)."""
+        key = self.location.prefix + _WRITE_PROBE
+        upload = self._call("checking write access", "create_multipart_upload", Key=key)["UploadId"]
+        self._abort(key, upload)
+        if deleting:
+            self._call("checking delete access", "delete_object", Key=key)
+
+    def missing(self, pack_ids: Sequence[str]) -> set[str]:
+        """Which of ``pack_ids`` the bucket has no object for (HeadObject, in parallel;
+        the cache is not asked)."""
+
+        def gone(pack_id: str) -> bool:
+            try:
+                self._call(f"looking for pack {pack_id}", "head_object", Key=self.key(pack_id))
+            except _Missing:
+                return True
+            return False
+
+        ids = list(dict.fromkeys(pack_ids))
+        return {p for p, g in zip(ids, self.pool.map(gone, ids)) if g}
 
     # -- reading -------------------------------------------------------------------
 
@@ -312,26 +360,30 @@ class S3Store:
         self,
         wanted: Mapping[str, Sequence[tuple[int, int]]],
         progress: Callable[[int], None] | None = None,
+        fresh: bool = False,
     ) -> dict[str, CachedPack]:
         """Readers of the packs ``wanted`` names, with the (offset, nbytes) ranges given
-        fetched already: what the cache lacks, in parallel ranged GETs."""
-        readers = {pack_id: self._reader(pack_id) for pack_id in wanted}
+        fetched already: what the cache lacks (``fresh``: all of them, the cache's copy
+        replaced), in parallel ranged GETs."""
+        readers = {pack_id: self._reader(pack_id, fresh) for pack_id in wanted}
         jobs = []
         for pack_id, ranges in wanted.items():
-            jobs += readers[pack_id].plan([(o, o + n) for o, n in ranges])
+            jobs += readers[pack_id].plan([(o, o + n) for o, n in ranges], fresh)
         if jobs:
             begin(progress, sum(end - start for _, start, end in jobs), "downloading")
         self._fetch(jobs, progress)
         return readers
 
-    def _reader(self, pack_id: str) -> CachedPack:
+    def _reader(self, pack_id: str, fresh: bool = False) -> CachedPack:
         key = self.key(pack_id)
-        size = self.cache.known_size(pack_id)
+        size = None if fresh else self.cache.known_size(pack_id)
         if size is None:
             try:
-                size = self._call(f"opening pack {pack_id}", "head_object", Key=key)["ContentLength"]
+                size = self._call(f"opening pack {pack_id}", "head_object", Key=key)[
+                    "ContentLength"
+                ]
             except _Missing:
-                raise StorageError(
+                raise PackMissing(
                     f"pack {pack_id} is missing from the tensor store at {self.url}"
                 ) from None
         return CachedPack(self, pack_id, size)
@@ -342,17 +394,19 @@ class S3Store:
         """Run ranged GETs (reader, start, end) in parallel; record them in the cache."""
         if not jobs:
             return
-        futures = [self.pool.submit(reader.fetch_range, start, end, progress) for reader, start, end in jobs]
-        errors = []
-        for future in futures:
-            try:
-                future.result()
-            except BaseException as exc:
-                errors.append(exc)
-        for reader in {id(r): r for r, _, _ in jobs}.values():
-            reader.settle()
-        if errors:
-            raise errors[0]
+        futures = [
+            self.pool.submit(reader.fetch_range, start, end, progress)
+            for reader, start, end in jobs
+        ]
+        try:
+            for future in futures:
+                future.result()  # the first failure ends the wait: the rest are cancelled
+        finally:
+            for future in futures:
+                future.cancel()
+            wait(futures)  # those already running finish before the cache is updated
+            for reader in {id(r): r for r, _, _ in jobs}.values():
+                reader.settle()
         self.cache.prune()
 
     def read_range(
@@ -367,6 +421,14 @@ class S3Store:
                 f"reading pack {pack_id}", "get_object",
                 Key=self.key(pack_id), Range=f"bytes={start}-{end - 1}",
             )  # fmt: skip
+            answered = answer.get("ContentRange") or ""
+            if not answered.startswith(f"bytes {start}-{end - 1}/"):
+                answer["Body"].close()
+                raise StorageError(
+                    f"the tensor store {self.url} answered a read of bytes {start}..{end} of "
+                    f"pack {pack_id} with {answered or 'the whole object'}; it must honour "
+                    "ranged GETs"
+                )
             position = start
             for chunk in answer["Body"].iter_chunks(_READ_CHUNK):
                 if position + len(chunk) > end:
@@ -374,7 +436,7 @@ class S3Store:
                 sink(position, chunk)
                 position += len(chunk)
         except _Missing:
-            raise StorageError(
+            raise PackMissing(
                 f"pack {pack_id} is missing from the tensor store at {self.url}"
             ) from None
         except (OSError, BotoCoreError) as exc:  # the connection broke mid-body
@@ -417,7 +479,10 @@ class S3Store:
         marker: dict[str, str] = {}
         while True:
             answer = self._call(
-                "listing unfinished uploads", "list_multipart_uploads", Prefix=prefix + "packs/", **marker
+                "listing unfinished uploads",
+                "list_multipart_uploads",
+                Prefix=prefix + "packs/",
+                **marker,
             )
             skew = _clock_skew(answer)
             for item in answer.get("Uploads", ()) or ():
@@ -431,7 +496,10 @@ class S3Store:
                 )
             if not answer.get("IsTruncated"):
                 break
-            marker = {"KeyMarker": answer["NextKeyMarker"], "UploadIdMarker": answer["NextUploadIdMarker"]}
+            marker = {
+                "KeyMarker": answer["NextKeyMarker"],
+                "UploadIdMarker": answer["NextUploadIdMarker"],
+            }
         return found
 
     def delete(self, pack_id: str) -> None:
@@ -445,7 +513,15 @@ class S3Store:
             key, _, upload = stored.key[len("upload:") :].rpartition(":")
             if not key.startswith(packs):
                 raise StorageError(f"{stored.key} is not an upload of the tensor store {self.url}")
-            self._call("aborting an unfinished upload", "abort_multipart_upload", Key=key, UploadId=upload)
+            try:
+                self._call(
+                    "aborting an unfinished upload",
+                    "abort_multipart_upload",
+                    Key=key,
+                    UploadId=upload,
+                )
+            except _Missing:
+                pass  # another gc aborted it first
             return
         if not stored.key.startswith(packs) or ".." in stored.key.split("/"):
             raise StorageError(f"{stored.key} is not an object of the tensor store {self.url}")
@@ -458,8 +534,8 @@ _WRITES = {
 }  # fmt: skip
 
 
-class _Missing(StorageError):
-    """The object asked for does not exist (internal: callers say which pack)."""
+class _Missing(PackMissing):
+    """The object asked for does not exist (callers that can say which pack do)."""
 
 
 def _clock_skew(answer: dict[str, Any]) -> float:
@@ -492,7 +568,8 @@ def _gather(
 
 class CachedPack:
     """A pack of an object store, read through the cache: views are copy-on-write maps
-    of the cache file (or of memory, when the cache is off), fetched on demand."""
+    of the cache file, fetched on demand (with REGISTRY_CACHE_MAX_SIZE=0 the file is
+    removed once fetched: this reader keeps its bytes, nobody else does)."""
 
     def __init__(self, store: S3Store, pack_id: str, size: int):
         self.pack_id, self._store, self._size = pack_id, store, size
@@ -505,12 +582,16 @@ class CachedPack:
     def __len__(self) -> int:
         return self._size
 
-    def plan(self, wanted: Sequence[Range]) -> list[tuple[CachedPack, int, int]]:
-        """The GETs (self, start, end) that fill what ``wanted`` needs and the cache lacks."""
+    def plan(
+        self, wanted: Sequence[Range], fresh: bool = False
+    ) -> list[tuple[CachedPack, int, int]]:
+        """The GETs (self, start, end) that fill what ``wanted`` needs and the cache lacks
+        (``fresh``: all of ``wanted``)."""
         for start, end in wanted:
             checked_range(self.pack_id, self._size, start, end - start)
         jobs = []
-        for start, end in merge(subtract(wanted, self._present), gap=_FETCH_GAP):
+        needed = merge(wanted) if fresh else subtract(wanted, self._present)
+        for start, end in merge(needed, gap=_FETCH_GAP):
             for lo in range(start, end, PART_BYTES):
                 jobs.append((self, lo, min(end, lo + PART_BYTES)))
         if not jobs:
