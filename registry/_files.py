@@ -15,6 +15,13 @@ from .errors import OutputExistsError, StorageError
 SUFFIX_FORMATS = {".safetensors": "safetensors", ".pth": "pth", ".pt": "pth"}
 
 
+def unwritable_folder(path: Path) -> Path | None:
+    """The nearest existing folder at or above ``path`` if this user may not create
+    files in it, else None (what a write there would need, asked without writing)."""
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    return None if os.access(folder, os.W_OK | os.X_OK) else folder
+
+
 def suffix_format(path: str | os.PathLike[str]) -> str | None:
     """The weights format a file name asks for by its suffix, or None if it says none."""
     return SUFFIX_FORMATS.get(Path(path).suffix.lower())

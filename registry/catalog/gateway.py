@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import config
+from .._files import unwritable_folder
 from ..errors import CatalogError, ConfigurationError
 from . import revision as schema_revision
 from .access import AccessQueries
@@ -286,12 +287,8 @@ def _sqlite_unwritable(path: Path) -> str | None:
         for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if file.exists() and not os.access(file, os.W_OK):
                 return f"{file} is not writable"
-        folder = path.parent
-    else:
-        folder = next((p for p in path.parents if p.exists()), Path("/"))
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"the folder {folder} is not writable"
-    return None
+    folder = unwritable_folder(path.parent)
+    return f"the folder {folder} is not writable" if folder is not None else None
 
 
 __all__ = [

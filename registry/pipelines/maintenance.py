@@ -45,8 +45,8 @@ def gc(gateway: Gateway, store: Store, *, dry_run: bool = False) -> GcReport:
     packs are durable and before any file is deleted; concurrent pushes wait for it
     (``Catalog.lock_for_gc``). A :class:`Contention` starts it over, at most _ATTEMPTS
     times. A dry run only reads. Raises CatalogReadOnlyError or StoreReadOnlyError,
-    before anything changes, when the catalogue or the store refuses writes; IntegrityError (nothing changed) when a pack to
-    rewrite holds corrupt bytes.
+    before anything changes, when the catalogue or the store refuses writes;
+    IntegrityError (nothing changed) when a pack to rewrite holds corrupt bytes.
     """
     if dry_run:
         with gateway.read() as catalog:
@@ -228,12 +228,10 @@ def _check_blobs(
     for pack_id, items in by_pack.items():
         try:  # from the store itself, not a cache of it (a remote pack: HeadObject)
             pack = store.open_ranges({pack_id: []}, fresh=True)[pack_id]
-        except PackMissing:
-            missing += [b for b, _ in items]
-            continue
-        inside = [(b.offset, b.nbytes) for b, _ in items if b.offset + b.nbytes <= len(pack)]
-        try:  # a remote pack: fetch what will be checked, in parallel, not from a cache
-            pack = store.open_ranges({pack_id: inside}, fresh=True)[pack_id]
+            # A remote pack reads what will be checked from the bucket again, in parallel.
+            pack.refetch(
+                [(b.offset, b.nbytes) for b, _ in items if b.offset + b.nbytes <= len(pack)]
+            )
         except PackMissing:
             missing += [b for b, _ in items]
             continue

@@ -486,26 +486,23 @@ def _match_by_digest(
         i for i in reps if any(b.nbytes == views[i].nbytes for b in stored.get(checksums[i], ()))
     ]
     digests = dict(zip(candidates, sha256_many([views[i] for i in candidates])))
-    # A candidate's pack must exist (one HeadObject per pack): a lost object's tensors
-    # are written again, and the commit points them at the new copy.
-    packs = {b.pack_id for i in candidates for b in stored.get(checksums[i], ())}
-    lost = store.missing(sorted(packs)) if packs else set()
-    found: dict[int, str | None] = {}
+    same = {
+        i: [b for b in stored.get(checksums[i], ()) if b.digest == digests.get(i)] for i in reps
+    }
+    # The pack holding a confirmed copy must exist (one HeadObject per pack): a lost
+    # object's tensors are written again, and the commit points them at the new copy.
+    packs = sorted({b.pack_id for blobs in same.values() for b in blobs})
+    lost = store.missing(packs) if packs else set()
     damaged: dict[int, set[str]] = {}
     for i in reps:
-        found[i] = None
-        for blob in stored.get(checksums[i], ()):
-            if blob.digest != digests.get(i):
-                continue
-            if blob.pack_id in lost and blob.pack_id in missing_ok:
-                damaged.setdefault(i, set()).add(blob.digest)
-            elif blob.pack_id in lost:
-                raise PackGone(blob.pack_id)  # gc may have moved it: ask again first
-            else:
-                found[i] = blob.digest
+        for blob in same[i]:
+            if blob.pack_id not in lost:
+                result[i] = blob.digest
                 break
-        result[i] = found[i]
-    return Plan(digests=result, fresh=[i for i in reps if found[i] is None], damaged=damaged)
+            if blob.pack_id not in missing_ok:
+                raise PackGone(blob.pack_id)  # gc may have moved it: ask again first
+            damaged.setdefault(i, set()).add(blob.digest)
+    return Plan(digests=result, fresh=[i for i in reps if result[i] is None], damaged=damaged)
 
 
 def _dedupe_within(prepared: Prepared) -> tuple[list[Any], list[int]]:

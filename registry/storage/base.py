@@ -84,8 +84,8 @@ class PackReader(Protocol):
         ...
 
     def refetch(self, ranges: Sequence[tuple[int, int]]) -> bool:
-        """Read (offset, nbytes) ranges that failed a check again from their origin;
-        True if their views may now differ."""
+        """Read (offset, nbytes) ranges again from their origin, not a cached copy (bytes
+        that failed a check; what ``verify`` checks); True if their views may now differ."""
         ...
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from .._files import unwritable_folder
 from .._progress import begin
 from ..config import HASH_THREADS
 from ..errors import StorageError, StoreReadOnlyError
@@ -65,13 +66,11 @@ class LocalStore:
     def check_writable(self, deleting: bool = False) -> None:
         """Raise StoreReadOnlyError if the store's folder (or the first existing folder
         above it) may not be written by this user."""
-        for folder in (self.root, *self.root.parents):
-            if folder.exists():
-                if not os.access(folder, os.W_OK | os.X_OK):
-                    raise StoreReadOnlyError(
-                        f"the tensor store refused to write: {folder} is not writable by this user"
-                    )
-                return
+        folder = unwritable_folder(self.root)
+        if folder is not None:
+            raise StoreReadOnlyError(
+                f"the tensor store refused to write: {folder} is not writable by this user"
+            )
 
     def open_ranges(
         self,

@@ -383,10 +383,11 @@ class S3Store:
                     "ContentLength"
                 ]
             except _Missing:
-                raise PackMissing(
-                    f"pack {pack_id} is missing from the tensor store at {self.url}"
-                ) from None
+                raise self._pack_missing(pack_id) from None
         return CachedPack(self, pack_id, size)
+
+    def _pack_missing(self, pack_id: str) -> PackMissing:
+        return PackMissing(f"pack {pack_id} is missing from the tensor store at {self.url}")
 
     def _fetch(
         self, jobs: list[tuple[CachedPack, int, int]], progress: Callable[[int], None] | None
@@ -436,9 +437,7 @@ class S3Store:
                 sink(position, chunk)
                 position += len(chunk)
         except _Missing:
-            raise PackMissing(
-                f"pack {pack_id} is missing from the tensor store at {self.url}"
-            ) from None
+            raise self._pack_missing(pack_id) from None
         except (OSError, BotoCoreError) as exc:  # the connection broke mid-body
             if isinstance(exc, StorageError):
                 raise
