@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from .._faults import point
 from ..errors import CatalogError, CatalogReadOnlyError
 from ..records import PROVENANCE_FIELDS, Shared, TensorInfo
 
@@ -254,6 +255,7 @@ class Statements:
         Without ``params`` the text goes to the driver as it is (no placeholders: a
         ``?`` or ``%`` in a quoted name stays itself).
         """
+        point("sql")
         if params and not self.sqlite:
             sql = sql.replace("?", "%s")
         cursor = self._connection.cursor()
@@ -272,6 +274,7 @@ class Statements:
         """Run one statement for each of ``rows`` (one round trip per chunk of rows)."""
         if not rows:
             return
+        point("sql")
         if not self.sqlite:
             sql = sql.replace("?", "%s")
         cursor = self._connection.cursor()
@@ -297,10 +300,12 @@ class Statements:
         except BaseException:
             self._connection.rollback() if not self.sqlite else self.execute("ROLLBACK")
             raise
+        point("sql.commit")
         if self.sqlite:
             self.execute("COMMIT")
         else:
             self._connection.commit()
+        point("sql.committed")
 
     def timestamp(self, moment: datetime | None = None) -> Any:
         """A datetime as the column stores it: naive UTC text on SQLite, aware elsewhere."""

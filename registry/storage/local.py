@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from .._faults import point
 from .._files import unwritable_folder
 from .._progress import begin
 from ..config import HASH_THREADS
@@ -135,6 +136,7 @@ class LocalStore:
             try:
                 self._ensure_dir(tmp.parent)
                 self._ensure_dir(final.parent)
+                point("pack.create")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
             except OSError as exc:
                 raise StorageError(
@@ -158,6 +160,7 @@ class LocalStore:
                 header = layout(digests, sizes).header
                 if len(header) != len(plan.header):  # pragma: no cover - by design
                     raise AssertionError("pack header length changed")
+                point("pack.header")
                 os.pwrite(fd, header, 0)
             except BaseException as exc:
                 os.close(fd)
@@ -181,10 +184,13 @@ class LocalStore:
     def _seal(self, fd: int, tmp: Path, final: Path) -> None:
         try:
             try:
+                point("pack.fsync")
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            point("pack.rename")
             os.replace(tmp, final)
+            point("pack.renamed")
             _fsync_dir(final.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -226,10 +232,12 @@ class LocalStore:
         parts = Path(stored.key).parts
         if not parts or parts[0] not in ("packs", "tmp") or ".." in parts:
             raise StorageError(f"{stored.key} is not a file of the tensor store at {self.root}")
+        point("pack.delete")
         (self.root / stored.key).unlink(missing_ok=True)
 
     def delete(self, pack_id: str) -> None:
         """Remove a pack that no catalogue row references (e.g. after a failed commit)."""
+        point("pack.delete")
         self.pack_path(pack_id).unlink(missing_ok=True)
 
     def open(self, pack_id: str) -> MappedPack:
@@ -279,6 +287,7 @@ def _write_all(fd: int, data: memoryview) -> None:
     """
     data = data.cast("B") if data.format != "B" or data.ndim != 1 else data
     while data:
+        point("pack.write")
         try:
             written = os.write(fd, data[:_WRITE_CHUNK])
         except InterruptedError:

@@ -40,6 +40,7 @@ from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Any
 
+from .._faults import point
 from .._progress import begin
 from ..config import HASH_THREADS, ObjectStoreLocation
 from ..errors import ConfigurationError, StorageError, StoreReadOnlyError
@@ -136,6 +137,8 @@ class S3Store:
         refused write) naming the store and ``what`` was being done."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        if operation in _WRITES:
+            point(f"object.{operation}")
         try:
             return getattr(self.client, operation)(Bucket=self.location.bucket, **kwargs)
         except ClientError as exc:
