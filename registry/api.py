@@ -553,25 +553,36 @@ class Registry:
         """Empty the read cache; returns (packs removed, bytes freed)."""
         return self._pack_cache().clear()
 
-    def gc(self, *, dry_run: bool = False) -> GcReport:
+    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> GcReport:
         """Remove stored tensors that no version uses any more; say how many bytes that frees.
 
         Packs holding only unused tensors are deleted; packs holding some are rewritten
         with just the used ones (their bytes re-checked against their sha256 on the
-        way). Files in the store that the catalogue does not know, left by crashed
-        pushes, and unfinished multipart uploads in an object store, are deleted once
-        they are an hour old by the store's clock (younger ones may belong to a push in
-        progress). The catalogue changes in one transaction, committed after the
-        rewritten packs are durable and before any file is deleted; on PostgreSQL it
-        locks the tensor tables, so pushes wait to commit until it has (and a push that
-        named a tensor gc removed starts over). ``dry_run=True`` only reads.
+        way). Files in the store that no version names, left by crashed pushes and
+        imports, are deleted as soon as the process that wrote them is known to be
+        gone (every writer records itself in the catalogue before its first byte; one
+        on this machine is checked by pid and start time); while it runs, never. A
+        file whose writer cannot be judged from here (another machine), or that has
+        no record (a crash before this release, a gc killed while rewriting), is
+        deleted once older than ``grace`` seconds: by default an hour for a pack and a
+        day for an unfinished temporary file or multipart upload (a slow upload may
+        still run), by the store's clock. ``grace=0``, for an operator who knows no
+        push runs elsewhere, brings the store back to exactly what the versions use
+        (a push elsewhere that was still running then fails and must be run again).
+        The catalogue changes in one transaction, committed after the rewritten packs
+        are durable and before any file is deleted; on PostgreSQL it locks the tensor
+        tables, so pushes wait to commit until it has (and a push that named a tensor
+        gc removed starts over). ``dry_run=True`` only reads.
 
-        Raises CatalogReadOnlyError or StoreReadOnlyError, before anything changes,
-        when the catalogue or the store refuses writes.
+        Raises InvalidArgumentError for a negative ``grace``; CatalogReadOnlyError or
+        StoreReadOnlyError, before anything changes, when the catalogue or the store
+        refuses writes.
         """
         from .pipelines import maintenance
 
-        return maintenance.gc(self._gateway, self._store, dry_run=dry_run)
+        if grace is not None and not grace >= 0:
+            raise InvalidArgumentError(f"grace must be a number of seconds >= 0, not {grace!r}")
+        return maintenance.gc(self._gateway, self._store, dry_run=dry_run, grace=grace)
 
     def verify(self, ref: str | None = None) -> VerifyReport:
         """Re-hash stored tensors (of one version, or all of them) against their sha256.

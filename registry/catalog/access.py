@@ -15,7 +15,9 @@ from ..errors import CatalogError, InvalidArgumentError, NotFoundError
 from .rows import Statements
 
 #: Every table of the schema but Alembic's (a test checks this against ``models``).
-TABLES = ("models", "versions", "tensors", "blobs", "packs", "tags", "aliases", "events")
+TABLES = (
+    "models", "versions", "tensors", "blobs", "packs", "tags", "aliases", "events", "pending_packs",
+)  # fmt: skip
 #: What a writer needs on each of them (a push inserts, gc and rm delete, tag updates).
 WRITE_PRIVILEGES = ("INSERT", "UPDATE", "DELETE")
 #: PostgreSQL truncates longer identifiers (NAMEDATALEN - 1 bytes) without a word.

@@ -13,11 +13,12 @@ from typing import Any
 
 from ..records import TensorInfo
 from ..sharing import from_columns
-from .rows import Location, Statements, StoredBlob, chunks, marks, parse_json
+from .pending import PackCollected, PendingQueries
+from .rows import Location, StoredBlob, chunks, marks, parse_json
 
 
-class BlobQueries(Statements):
-    """Tensors of a version, blobs and packs."""
+class BlobQueries(PendingQueries):
+    """Tensors of a version, blobs and packs (and the packs being written)."""
 
     # -- a version's tensors ------------------------------------------------------
 
@@ -161,16 +162,26 @@ class BlobQueries(Statements):
             self.execute("LOCK TABLE packs, blobs, tensors IN SHARE ROW EXCLUSIVE MODE")
 
     def add_pack(
-        self, pack_id: str, nbytes: int, blobs: Sequence[tuple[str, int, int, str | None]] = ()
+        self,
+        pack_id: str,
+        nbytes: int,
+        blobs: Sequence[tuple[str, int, int, str | None]] = (),
+        *,
+        pending: bool = True,
     ) -> None:
         """Record a written pack and its blobs, as (digest, offset, nbytes, checksum).
 
-        A blob that a concurrent push stored first keeps its first location.
+        A blob that a concurrent push stored first keeps its first location. With
+        ``pending`` (a push's or an import's pack), the pack's ``pending_packs`` row
+        goes in the same transaction; PackCollected if a gc took it meanwhile (taken
+        after the packs row, which waits for a gc's lock: gc never waits for this).
         """
         self.execute(
             "INSERT INTO packs (id, nbytes, created_at) VALUES (?, ?, ?)",
             (pack_id, nbytes, self.timestamp()),
         )
+        if pending and not self.take_pending(pack_id):
+            raise PackCollected(pack_id)
         self.execute_many(
             'INSERT INTO blobs (digest, pack_id, "offset", nbytes, checksum) '
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",

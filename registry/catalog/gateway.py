@@ -39,11 +39,13 @@ from typing import TYPE_CHECKING, Any
 from .. import config
 from .._files import unwritable_folder
 from ..errors import CatalogError, ConfigurationError
+from ..liveness import this_process
 from . import revision as schema_revision
 from .access import AccessQueries
 from .blobs import BlobQueries
 from .history import HistoryQueries
 from .labels import LabelQueries
+from .pending import PackCollected, PendingPack
 from .rows import (
     SQLITE_PRAGMAS,
     Contention,
@@ -67,7 +69,8 @@ class Catalog(VersionQueries, BlobQueries, LabelQueries, HistoryQueries, AccessQ
     """Every catalogue statement, on one open connection in one transaction.
 
     ``versions.VersionQueries`` finds, lists, adds and removes versions;
-    ``blobs.BlobQueries`` knows where tensor bytes are; ``labels.LabelQueries``
+    ``blobs.BlobQueries`` knows where tensor bytes are (with ``pending.PendingQueries``,
+    the packs being written); ``labels.LabelQueries``
     tags, aliases and descriptions; ``history.HistoryQueries`` the events;
     ``access.AccessQueries`` who may write, and the grants of a read-only role.
     """
@@ -188,6 +191,27 @@ class Gateway:
             return "the catalogue database"
         return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
+    # -- packs being written ---------------------------------------------------------
+
+    def hold_pack(self, pack_id: str, purpose: str) -> None:
+        """Record, in a transaction of its own, that this process is about to write pack
+        ``pack_id`` for ``purpose`` (``push``, ``import``), so that gc leaves the file
+        alone while this process runs and collects it as soon as it is gone. The
+        transaction that names the pack takes the row back (``Catalog.add_pack``)."""
+        writer = this_process()
+        with self.write() as catalog:
+            catalog.add_pending(pack_id, purpose, writer)
+
+    def release_pack(self, pack_id: str) -> None:
+        """Forget pack ``pack_id``'s row once its writer gave it up (and removed what it
+        wrote). Best effort: a row left behind (the catalogue out of reach) is dropped
+        by gc once this process is gone."""
+        try:
+            with self.write() as catalog:
+                catalog.drop_pending([pack_id])
+        except CatalogError:
+            pass
+
     # -- access -------------------------------------------------------------------
 
     def check_writable(self) -> None:
@@ -297,6 +321,8 @@ __all__ = [
     "Contention",
     "Gateway",
     "Location",
+    "PackCollected",
+    "PendingPack",
     "StoredBlob",
     "VersionRow",
 ]

@@ -250,3 +250,27 @@ class Event(Base):
     version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id", ondelete="SET NULL"))
     before: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     after: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+
+
+class PendingPack(Base):
+    """A pack being written: taken in its own committed transaction before the first
+    byte goes to the store, removed by the transaction that names the pack (or by the
+    writer when it gives up, or by gc once the writer is known to be gone).
+
+    ``gc`` leaves a pack file that no version names alone while its writer runs: a
+    writer on gc's own machine (same ``host``, ``boot_id`` and pid namespace
+    ``pid_ns``) is running while a process ``pid`` started at ``pid_started`` (clock
+    ticks after boot) exists; one elsewhere is presumed running until ``started_at``
+    is older than gc's grace period. ``purpose`` is ``push``, ``import`` or ``gc``.
+    """
+
+    __tablename__ = "pending_packs"
+
+    pack_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    pid_ns: Mapped[str | None] = mapped_column(String(64))
+    pid: Mapped[int] = mapped_column(Integer)
+    pid_started: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

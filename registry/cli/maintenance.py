@@ -23,10 +23,19 @@ from .params import REF, json_option
 
 @click.command(cls=Command)
 @click.option("--dry-run", is_flag=True, help="Only say what would be freed.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Delete files no version names once this old, when their writer cannot be "
+    "seen from here or left no record (default: 3600 for packs, 86400 for unfinished "
+    "uploads). Files of a writer known gone go at once; of one still running, never. "
+    "0: no push runs elsewhere, bring the store back to exactly what versions use.",
+)
 @json_option
-def gc(dry_run: bool, as_json: bool) -> None:
-    """Delete stored tensors that no version uses any more."""
-    report = open_registry().gc(dry_run=dry_run)
+def gc(dry_run: bool, grace: float | None, as_json: bool) -> None:
+    """Delete stored tensors that no version uses any more, and files crashed writers left."""
+    report = open_registry().gc(dry_run=dry_run, grace=grace)
     if as_json:
         emit_json(report.to_dict())
         return

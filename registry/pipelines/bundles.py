@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from .._progress import begin
-from ..catalog.gateway import Catalog, Contention, Gateway, VersionRow
+from ..catalog.gateway import Catalog, Contention, Gateway, PackCollected, VersionRow
 from ..errors import IntegrityError, InvalidArgumentError
 from ..records import PROVENANCE_FIELDS, ModelVersion
-from ..storage import PackWritten, Store, checksum_many
+from ..storage import PackMissing, PackWritten, Store, checksum_many, new_pack_id
 from .bundle_file import (
     EXTRA_KEYS,
     Bundle,
@@ -140,9 +140,13 @@ def _commit(
 ) -> PackWritten | None:
     """Write the tensors not stored here as one pack, then every version's rows in one
     write transaction, committed after the pack is durable; the pack, if any."""
-    written = store.start_pack(data) if data else None
+    pack_id = new_pack_id() if data else None
+    if pack_id is not None:
+        gateway.hold_pack(pack_id, "import")  # gc leaves the pack alone while we run
+    written = None
     committed = False
     try:
+        written = store.start_pack(data, pack_id=pack_id) if data else None
         if written is not None and written.digests != missing:  # pragma: no cover
             raise IntegrityError("bundle blobs changed while they were being stored")
         with gateway.write() as catalog:
@@ -160,11 +164,16 @@ def _commit(
                 else:
                     _add(catalog, state, v)
             if written is not None:
-                written.wait()  # the pack is durable before the rows naming it
+                try:
+                    written.wait()  # the pack is durable before the rows naming it
+                except PackMissing:  # a gc took it before it was whole
+                    raise PackCollected(written.pack_id) from None
         committed = True
     finally:
-        if written is not None and not committed:
-            store.abandon(written)
+        if pack_id is not None and not committed:
+            if written is not None:
+                store.abandon(written)
+            gateway.release_pack(pack_id)
     return written
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..catalog.gateway import Catalog, Contention, Gateway, StoredBlob
 from ..errors import IntegrityError
+from ..liveness import running
 from ..records import GcReport, Problem, VerifyReport
 from ..refs import parse_ref
 from ..storage import PackMissing, PackWritten, Store, StoredFile, checksum_many, sha256_many
@@ -35,10 +36,13 @@ class _GcPlan:
     doomed: list[str] = field(default_factory=list)
     rewrites: list[tuple[str, list[StoredBlob]]] = field(default_factory=list)
     orphans: list[StoredFile] = field(default_factory=list)
+    dead_pending: list[str] = field(default_factory=list)  # pending_packs rows to drop
     freed: int = 0  # bytes
 
 
-def gc(gateway: Gateway, store: Store, *, dry_run: bool = False) -> GcReport:
+def gc(
+    gateway: Gateway, store: Store, *, dry_run: bool = False, grace: float | None = None
+) -> GcReport:
     """Remove stored tensors that no version uses any more (see ``Registry.gc``).
 
     The catalogue changes in one write transaction, committed after the rewritten
@@ -50,12 +54,12 @@ def gc(gateway: Gateway, store: Store, *, dry_run: bool = False) -> GcReport:
     """
     if dry_run:
         with gateway.read() as catalog:
-            return _report(_plan(catalog, store), dry_run=True)
+            return _report(_plan(catalog, store, grace), dry_run=True)
     gateway.check_writable()  # before a pack is rewritten
     store.check_writable(deleting=True)  # before a catalogue row is deleted
     for attempt in range(_ATTEMPTS):
         try:
-            return _collect(gateway, store)
+            return _collect(gateway, store, grace)
         except Contention:
             if attempt == _ATTEMPTS - 1:
                 raise
@@ -73,21 +77,22 @@ def _report(plan: _GcPlan, *, dry_run: bool) -> GcReport:
     )
 
 
-def _collect(gateway: Gateway, store: Store) -> GcReport:
+def _collect(gateway: Gateway, store: Store, grace: float | None) -> GcReport:
     """One attempt: plan and act in one write transaction, then delete the files."""
     written: list[PackWritten] = []
     try:
         with gateway.write() as catalog:
             catalog.lock_for_gc()  # what is used cannot change until this commits
-            plan = _plan(catalog, store)
+            plan = _plan(catalog, store, grace)
             for pack_id, keep in plan.rewrites:
                 new = _rewrite(store, pack_id, keep)
                 written.append(new)
-                catalog.add_pack(new.pack_id, new.nbytes)
+                catalog.add_pack(new.pack_id, new.nbytes, pending=False)
                 for blob, offset in zip(keep, new.offsets):
                     catalog.move_blob(blob.digest, new.pack_id, offset)
             catalog.delete_blobs(plan.dead_blobs)
             catalog.delete_pack_rows(plan.doomed + [p for p, _ in plan.rewrites])
+            catalog.drop_pending(plan.dead_pending)  # their writers fail if they commit
     except BaseException:  # rolled back: the new packs are nobody's
         for new in written:
             store.abandon(new)
@@ -99,10 +104,10 @@ def _collect(gateway: Gateway, store: Store) -> GcReport:
     return _report(plan, dry_run=False)
 
 
-def _plan(catalog: Catalog, store: Store) -> _GcPlan:
+def _plan(catalog: Catalog, store: Store, grace: float | None = None) -> _GcPlan:
     """Which blobs no version uses, which packs hold only those (deleted) or some of
-    them (rewritten), which files the catalogue does not know (deleted once older than
-    GC_GRACE_SECONDS), and how many bytes all that frees (the pack format's sizes)."""
+    them (rewritten), which files the catalogue does not know are garbage
+    (``_plan_orphans``), and how many bytes all that frees (the pack format's sizes)."""
     live = catalog.live_digests()
     packs = catalog.packs()
     by_pack: dict[str, list[StoredBlob]] = {p: [] for p in packs}
@@ -120,15 +125,68 @@ def _plan(catalog: Catalog, store: Store) -> _GcPlan:
             plan.rewrites.append((pack_id, keep))
             sizes = [b.nbytes for b in keep]
             plan.freed += nbytes - layout(placeholder_names(len(sizes)), sizes).nbytes
-    now = time.time()
-    plan.orphans = [
-        f
-        for f in store.list()
-        if (f.pack_id is None and f.mtime < now - GC_UNFINISHED_GRACE_SECONDS)
-        or (f.pack_id is not None and f.pack_id not in packs and f.mtime < now - GC_GRACE_SECONDS)
-    ]
-    plan.freed += sum(f.size for f in plan.orphans)
+    _plan_orphans(catalog, store, packs, plan, grace)
     return plan
+
+
+def _plan_orphans(
+    catalog: Catalog, store: Store, packs: dict[str, int], plan: _GcPlan, grace: float | None
+) -> None:
+    """Which files no version names are garbage, and which ``pending_packs`` rows go.
+
+    The store is listed before the rows are read: a writer commits its row before its
+    first byte, so every file listed whose writer still runs has its row in the read.
+    A file whose writer is known gone (a process of this machine that has ended) is
+    garbage at once; one whose writer runs is never; any other (a writer elsewhere,
+    no row: a crash before rows existed, gc's own rewrite) once older than ``grace``
+    seconds (None: GC_GRACE_SECONDS for a pack, GC_UNFINISHED_GRACE_SECONDS for an
+    unfinished file or upload). A row goes with its file, and a row without one once
+    its writer is gone or its age is past the unfinished grace.
+    """
+    files = store.list()
+    pending = catalog.pending_packs()
+    now = time.time()
+    finished_limit = now - (GC_GRACE_SECONDS if grace is None else grace)
+    unfinished_limit = now - (GC_UNFINISHED_GRACE_SECONDS if grace is None else grace)
+    judged: dict[str, bool | None] = {}
+
+    def writer_running(pack_id: str) -> bool | None:
+        if pack_id not in judged:
+            judged[pack_id] = running(pending[pack_id].writer)
+        return judged[pack_id]
+
+    with_files = set()
+    for f in files:
+        if f.finished and f.pack_id in packs:
+            continue
+        row = f.pack_id in pending
+        if row:
+            with_files.add(f.pack_id)
+            alive = writer_running(f.pack_id)
+            if alive:
+                continue
+            if alive is False:
+                plan.orphans.append(f)
+                continue
+        if f.mtime < (finished_limit if f.finished else unfinished_limit):
+            plan.orphans.append(f)
+    collected = {f.pack_id for f in plan.orphans if f.pack_id in pending}
+    plan.dead_pending = sorted(
+        collected
+        | {
+            p
+            for p, row in pending.items()
+            if p not in with_files
+            and (
+                writer_running(p) is False
+                or (writer_running(p) is None and row.started_at.timestamp() < unfinished_limit)
+            )
+        }
+    )
+    # A row kept while its file goes would let its writer commit a missing pack: a row
+    # whose writer runs keeps its files too (a running writer's file is never listed
+    # as an orphan above).
+    plan.freed += sum(f.size for f in plan.orphans)
 
 
 def _rewrite(store: Store, pack_id: str, keep: list[StoredBlob]) -> PackWritten:

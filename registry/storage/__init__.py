@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import PackMissing, PackReader, PackWritten, Store, StoredFile
+from .base import PackMissing, PackReader, PackWritten, Store, StoredFile, new_pack_id
 from .hashing import checksum_many, manifest_digest, same_bytes, sha256_many
 from .local import LocalStore
 
@@ -48,6 +48,7 @@ __all__ = [
     "StoredFile",
     "checksum_many",
     "manifest_digest",
+    "new_pack_id",
     "same_bytes",
     "sha256_many",
     "store_for",

@@ -32,6 +32,7 @@ Nothing here imports torch, the catalogue or SQLAlchemy.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -61,15 +62,19 @@ class PackWritten:
 
 @dataclass(frozen=True)
 class StoredFile:
-    """One file (or object) in the store: a pack (``pack_id`` set) or an unfinished one.
+    """One file (or object) in the store: a pack, or an unfinished one (a temporary
+    file, a multipart upload: ``finished`` False).
 
-    ``key`` is what ``Store.delete_file`` takes; ``mtime`` is seconds since the epoch.
+    ``pack_id`` is the pack it is (or is becoming), None for a name that is no pack's;
+    ``key`` is what ``Store.delete_file`` takes; ``mtime`` is seconds since the epoch
+    (an upload's: when it started).
     """
 
     pack_id: str | None
     key: str
     size: int
     mtime: float
+    finished: bool = True
 
 
 class PackReader(Protocol):
@@ -98,7 +103,10 @@ class Store(Protocol):
     def url(self) -> str: ...
 
     def start_pack(
-        self, buffers: Sequence[memoryview], progress: Callable[[int], None] | None = None
+        self,
+        buffers: Sequence[memoryview],
+        progress: Callable[[int], None] | None = None,
+        pack_id: str | None = None,
     ) -> PackWritten: ...
 
     def abandon(self, written: PackWritten) -> None: ...
@@ -127,6 +135,11 @@ class PackMissing(StorageError):
     """The store has no pack of that id (deleted, or never written): callers that may
     race ``gc`` look the tensors up again; anything else about the store is a plain
     StorageError."""
+
+
+def new_pack_id() -> str:
+    """A new pack's id: 32 random hex digits (a writer records it before writing)."""
+    return uuid.uuid4().hex
 
 
 def checked_range(pack_id: str, size: int, offset: int, nbytes: int) -> None:

@@ -17,7 +17,6 @@ import errno
 import mmap
 import os
 import re
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +27,7 @@ from .._progress import begin
 from ..config import HASH_THREADS
 from ..errors import StorageError, StoreReadOnlyError
 from . import _libc
-from .base import PackMissing, PackWritten, StoredFile, checked_range
+from .base import PackMissing, PackWritten, StoredFile, checked_range, new_pack_id
 from .hashing import sha256_hex
 from .packs import layout, placeholder_names
 
@@ -107,6 +106,7 @@ class LocalStore:
         self,
         buffers: Sequence[memoryview],
         progress: Callable[[int], None] | None = None,
+        pack_id: str | None = None,
     ) -> PackWritten:
         """Write ``buffers`` (distinct contents) as one new pack, hashing as it goes.
 
@@ -124,7 +124,7 @@ class LocalStore:
         sizes = [b.nbytes for b in buffers]
         plan = layout(placeholder_names(len(buffers)), sizes)
         begin(progress, sum(sizes), "writing")
-        pack_id = uuid.uuid4().hex
+        pack_id = pack_id or new_pack_id()
         final = self.pack_path(pack_id)
         tmp = self.root / "tmp" / f"{pack_id}.pack.tmp"
         # One core writes, the others hash; whatever hashing is left when the writing
@@ -189,9 +189,17 @@ class LocalStore:
             finally:
                 os.close(fd)
             point("pack.rename")
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:
+                raise PackMissing(
+                    f"pack {final.stem} was removed from the tensor store at {self.root} "
+                    "before it was whole (by a gc?)"
+                ) from None
             point("pack.renamed")
             _fsync_dir(final.parent)
+        except PackMissing:
+            raise
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write to the tensor store at {self.root}: {exc}") from exc
@@ -217,15 +225,20 @@ class LocalStore:
                     found.append(self._stored(path.stem, path))
         tmp = self.root / "tmp"
         if tmp.is_dir():
-            found.extend(self._stored(None, path) for path in sorted(tmp.glob("*.tmp")))
+            for path in sorted(tmp.glob("*.tmp")):
+                stem = path.name.split(".", 1)[0]
+                found.append(
+                    self._stored(stem if _PACK_ID_RE.fullmatch(stem) else None, path, False)
+                )
         return [f for f in found if f is not None]
 
-    def _stored(self, pack_id: str | None, path: Path) -> StoredFile | None:
+    def _stored(self, pack_id: str | None, path: Path, finished: bool = True) -> StoredFile | None:
         try:
             st = path.stat()
         except FileNotFoundError:
             return None
-        return StoredFile(pack_id, path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime)
+        key = path.relative_to(self.root).as_posix()
+        return StoredFile(pack_id, key, st.st_size, st.st_mtime, finished)
 
     def delete_file(self, stored: StoredFile) -> None:
         """Remove one file ``list()`` gave (a pack or an unfinished temporary file)."""

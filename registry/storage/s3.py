@@ -33,7 +33,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
@@ -44,7 +43,7 @@ from .._faults import point
 from .._progress import begin
 from ..config import HASH_THREADS, ObjectStoreLocation
 from ..errors import ConfigurationError, StorageError, StoreReadOnlyError
-from .base import PackMissing, PackWritten, StoredFile, checked_range
+from .base import PackMissing, PackWritten, StoredFile, checked_range, new_pack_id
 from .cache import PackCache, Range, merge, subtract
 from .hashing import sha256_hex
 from .packs import layout, placeholder_names
@@ -173,7 +172,10 @@ class S3Store:
     # -- writing -------------------------------------------------------------------
 
     def start_pack(
-        self, buffers: Sequence[memoryview], progress: Callable[[int], None] | None = None
+        self,
+        buffers: Sequence[memoryview],
+        progress: Callable[[int], None] | None = None,
+        pack_id: str | None = None,
     ) -> PackWritten:
         """Upload ``buffers`` (distinct contents) as one new pack object, hashing as it goes.
 
@@ -183,7 +185,7 @@ class S3Store:
         """
         sizes = [b.nbytes for b in buffers]
         plan = layout(placeholder_names(len(buffers)), sizes)
-        pack_id = uuid.uuid4().hex
+        pack_id = pack_id or new_pack_id()
         key = self.key(pack_id)
         segments = [(offset, buffer) for offset, buffer in zip(plan.offsets, buffers)]
         hasher = ThreadPoolExecutor(max_workers=max(1, HASH_THREADS - 1))
@@ -488,12 +490,14 @@ class S3Store:
             )
             skew = _clock_skew(answer)
             for item in answer.get("Uploads", ()) or ():
+                match = _PACK_KEY_RE.fullmatch(item["Key"][len(prefix) :])
                 found.append(
                     StoredFile(
-                        None,
+                        match.group(1) if match else None,
                         f"upload:{item['Key']}:{item['UploadId']}",
                         0,
                         item["Initiated"].timestamp() + skew,
+                        finished=False,
                     )
                 )
             if not answer.get("IsTruncated"):
