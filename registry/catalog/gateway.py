@@ -108,22 +108,31 @@ class Gateway:
             yield catalog
 
     @contextmanager
-    def write(self) -> Iterator[Catalog]:
+    def write(self, durable: bool = True) -> Iterator[Catalog]:
         """The catalogue in one write transaction, committed when the block ends.
 
         A :class:`Contention` raised inside rolls it back and propagates, for the
-        caller to retry.
+        caller to retry. ``durable=False`` commits without waiting for the disk
+        (SQLite's ``synchronous=NORMAL`` in WAL mode, PostgreSQL's
+        ``synchronous_commit=off``): the commit survives the process being killed,
+        not the machine losing power. Only for rows that a power loss may drop (a
+        ``pending_packs`` row: its writer dies with the machine, and a file without
+        a row waits for gc's grace).
         """
-        with self._open(write=True) as catalog:
+        with self._open(write=True, durable=durable) as catalog:
             yield catalog
 
     @contextmanager
-    def _open(self, write: bool) -> Iterator[Catalog]:
+    def _open(self, write: bool, durable: bool = True) -> Iterator[Catalog]:
         connection, errors, catalog, empty = self._connect(write)
         try:
             if not empty:
                 self.ensure_ready(catalog)
+            if not durable and catalog.sqlite:
+                catalog.execute("PRAGMA synchronous=NORMAL")
             with catalog.transaction(write):
+                if not durable and not catalog.sqlite:
+                    catalog.execute("SET LOCAL synchronous_commit TO OFF")
                 yield catalog
         except errors as exc:  # raised outside a statement: at commit, say
             raise _as_catalog_error(exc, self.where) from None
@@ -199,7 +208,7 @@ class Gateway:
         alone while this process runs and collects it as soon as it is gone. The
         transaction that names the pack takes the row back (``Catalog.add_pack``)."""
         writer = this_process()
-        with self.write() as catalog:
+        with self.write(durable=False) as catalog:  # its writer dies with the machine
             catalog.add_pending(pack_id, purpose, writer)
 
     def release_pack(self, pack_id: str) -> None:
@@ -207,7 +216,7 @@ class Gateway:
         wrote). Best effort: a row left behind (the catalogue out of reach) is dropped
         by gc once this process is gone."""
         try:
-            with self.write() as catalog:
+            with self.write(durable=False) as catalog:
                 catalog.drop_pending([pack_id])
         except CatalogError:
             pass
