@@ -105,10 +105,10 @@ def test_installed_command_help_version_and_db(home: Path):
     assert versioned.stdout.strip() == f"registry, version {dist_version('registry')}"
 
     upgraded = run_cli("db", "upgrade", check=True)
-    assert upgraded.stdout.strip() == "0004"
-    assert "upgraded database schema from empty to 0004" in upgraded.stderr
+    assert upgraded.stdout.strip() == "0005"
+    assert "upgraded database schema from empty to 0005" in upgraded.stderr
     current = run_cli("db", "current", "--json", check=True)
-    assert json.loads(current.stdout) == {"current": "0004", "required": "0004", "up_to_date": True}
+    assert json.loads(current.stdout) == {"current": "0005", "required": "0005", "up_to_date": True}
 
 
 # -- in-process (CliRunner) -------------------------------------------------------------
@@ -274,17 +274,17 @@ def test_archs(home: Path):
 @pytest.mark.local_only
 def test_db_current_and_upgrade(home: Path):
     fresh = ok("db", "current")
-    assert fresh.stdout.strip() == "none (needs 0004: run `registry db upgrade`)"
+    assert fresh.stdout.strip() == "none (needs 0005: run `registry db upgrade`)"
     assert json.loads(ok("db", "current", "--json").stdout) == {
-        "current": None, "required": "0004", "up_to_date": False,
+        "current": None, "required": "0005", "up_to_date": False,
     }
     first = ok("db", "upgrade")
-    assert first.stdout.strip() == "0004"
-    assert "from empty to 0004" in first.stderr
-    assert ok("db", "current").stdout.strip() == "0004 (up to date)"
+    assert first.stdout.strip() == "0005"
+    assert "from empty to 0005" in first.stderr
+    assert ok("db", "current").stdout.strip() == "0005 (up to date)"
     again = ok("db", "upgrade")
-    assert again.stdout.strip() == "0004" and "up to date" in again.stderr
-    assert json.loads(ok("db", "upgrade", "--json").stdout) == {"before": "0004", "after": "0004"}
+    assert again.stdout.strip() == "0005" and "up to date" in again.stderr
+    assert json.loads(ok("db", "upgrade", "--json").stdout) == {"before": "0005", "after": "0005"}
     assert (home / "registry.db").is_file()
 
 
