@@ -150,6 +150,18 @@ class VersionQueries(Statements):
             hint = " (it has no aliases)"
         raise VersionNotFoundError(f"{ref.name} has no alias {ref.alias!r}{hint}")
 
+    def hold_version(self, version: VersionRow) -> None:
+        """Keep ``version`` from being removed until this write transaction ends;
+        VersionNotFoundError (naming it) if another process removed it since it was
+        found. SQLite's write transaction holds the database's write lock already;
+        PostgreSQL locks the row (a removal waits for this transaction)."""
+        if self.sqlite:
+            return
+        if not self.execute("SELECT id FROM versions WHERE id = ? FOR UPDATE", (version.id,)):
+            raise VersionNotFoundError(
+                f"{version.name}:{version.version} was removed meanwhile, by another process"
+            )
+
     def version_by_id(self, version_id: int) -> VersionRow:
         """The version with this id; VersionNotFoundError if it is gone (another
         process removed it since this one found it)."""

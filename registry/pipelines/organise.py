@@ -8,13 +8,33 @@ touch weights and never import torch. Must never import ``api`` or ``cli``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import TypeVar
 
-from ..catalog.gateway import Catalog, Gateway, VersionRow
+from ..catalog.gateway import Catalog, Contention, Gateway, VersionRow
 from ..errors import InvalidArgumentError
 from ..records import Event, ModelVersion
 from ..refs import Ref
+
+#: How many times a change starts over after a concurrent writer's (PostgreSQL).
+_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+def _in_write(gateway: Gateway, change: Callable[[Catalog], T]) -> T:
+    """Run ``change`` in a write transaction, again from the start (looking the version
+    up anew) when it met a concurrent writer's change: on PostgreSQL a version removed
+    between the look-up and an insert that names it is a Contention, and the next
+    look-up says it was removed."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            with gateway.write() as catalog:
+                return change(catalog)
+        except Contention:
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _record(catalog: Catalog, version: VersionRow, change: Event | None) -> ModelVersion:
@@ -24,8 +44,10 @@ def _record(catalog: Catalog, version: VersionRow, change: Event | None) -> Mode
 
 def alias(gateway: Gateway, ref: Ref, name: str) -> ModelVersion:
     """Point alias ``name`` at the version ``ref`` names, moving it if it pointed elsewhere."""
-    with gateway.write() as catalog:
+
+    def apply(catalog: Catalog) -> ModelVersion:
         version = catalog.resolve(ref)
+        catalog.hold_version(version)
         previous = catalog.alias_target(version.model_id, name)
         change = None
         if previous is None or previous[0] != version.id:  # a move to where it is: no change
@@ -38,23 +60,31 @@ def alias(gateway: Gateway, ref: Ref, name: str) -> ModelVersion:
             )
         return _record(catalog, version, change)
 
+    return _in_write(gateway, apply)
+
 
 def unalias(gateway: Gateway, ref: Ref) -> ModelVersion:
     """Delete the alias ``ref`` names; the record of the version it pointed at."""
     assert ref.alias is not None
-    with gateway.write() as catalog:
+
+    def apply(catalog: Catalog) -> ModelVersion:
         version = catalog.resolve(ref)
+        catalog.hold_version(version)
         catalog.delete_alias(version.model_id, ref.alias)
         change = catalog.record_event(
             "unalias", version, {"alias": ref.alias, "version": version.version}, None
         )
         return _record(catalog, version, change)
 
+    return _in_write(gateway, apply)
+
 
 def describe(gateway: Gateway, ref: Ref, description: str | None) -> ModelVersion:
     """Set (or with None, clear) a version's description."""
-    with gateway.write() as catalog:
+
+    def apply(catalog: Catalog) -> ModelVersion:
         version = catalog.resolve(ref)
+        catalog.hold_version(version)
         change = None
         if description != version.description:
             catalog.set_description(version.id, description)
@@ -66,12 +96,16 @@ def describe(gateway: Gateway, ref: Ref, description: str | None) -> ModelVersio
             )
         return _record(catalog, version, change)
 
+    return _in_write(gateway, apply)
+
 
 def tag(gateway: Gateway, ref: Ref, tags: Mapping[str, str]) -> ModelVersion:
     """Add or overwrite tags (validated, at least one); the event holds the old and new
     values of the tags that changed."""
-    with gateway.write() as catalog:
+
+    def apply(catalog: Catalog) -> ModelVersion:
         version = catalog.resolve(ref)
+        catalog.hold_version(version)
         old = catalog.tags_of(version.id)
         changed = {k: v for k, v in tags.items() if old.get(k) != v}
         change = None
@@ -82,12 +116,16 @@ def tag(gateway: Gateway, ref: Ref, tags: Mapping[str, str]) -> ModelVersion:
             )
         return _record(catalog, version, change)
 
+    return _in_write(gateway, apply)
+
 
 def untag(gateway: Gateway, ref: Ref, keys: list[str]) -> ModelVersion:
     """Remove tags by key; InvalidArgumentError (and nothing removed) for a key the
     version does not have."""
-    with gateway.write() as catalog:
+
+    def apply(catalog: Catalog) -> ModelVersion:
         version = catalog.resolve(ref)
+        catalog.hold_version(version)
         old = catalog.tags_of(version.id)
         missing = [k for k in keys if k not in old]
         if missing:
@@ -98,11 +136,15 @@ def untag(gateway: Gateway, ref: Ref, keys: list[str]) -> ModelVersion:
         change = catalog.record_event("untag", version, {k: old[k] for k in removed}, {})
         return _record(catalog, version, change)
 
+    return _in_write(gateway, apply)
+
 
 def remove(gateway: Gateway, ref: Ref, *, force: bool) -> ModelVersion:
     """Delete a version from the catalogue (see ``Registry.remove``); its record as it was."""
-    with gateway.write() as catalog:
+
+    def apply(catalog: Catalog) -> ModelVersion:
         version = catalog.resolve(ref)
+        catalog.hold_version(version)
         record = catalog.records([version])[0]
         if record.aliases and not force:
             names = ", ".join(f"{version.name}:{a}" for a in record.aliases)
@@ -121,3 +163,5 @@ def remove(gateway: Gateway, ref: Ref, *, force: bool) -> ModelVersion:
         catalog.record_removal(version, record, catalog.children(version))
         catalog.delete_version(version.id)
         return record
+
+    return _in_write(gateway, apply)

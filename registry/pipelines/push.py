@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config, metadata
 from ..catalog.gateway import Catalog, Contention, Gateway, PackCollected, StoredBlob, VersionRow
-from ..errors import InvalidArgumentError, StorageError
+from ..errors import InvalidArgumentError, StorageError, VersionNotFoundError
 from ..keyvalue import check_description, validate_arch_kwargs, validate_tags
 from ..records import ModelVersion, PushReport
 from ..refs import parse_ref, validate_name
@@ -302,6 +302,8 @@ def _commit(
         except PackMissing:  # a gc took it before it was whole (gc --grace 0 elsewhere)
             raise PackCollected(written.pack_id) from None
     with gateway.write() as catalog:
+        if request.parent is not None:
+            _check_parent(catalog, *request.parent)
         existing = catalog.version_by_digest(name, version_digest)
         changed: tuple[str, ...] = ()
         if existing is not None:
@@ -332,6 +334,25 @@ def _commit(
             report = PushReport(True, written_bytes, tensors_written, said, healed=len(plan.heal))
         record = catalog.records([catalog.version_by_id(version_id)])[0]
     return record, report
+
+
+def _check_parent(catalog: Catalog, ref: str, version_id: int) -> None:
+    """VersionNotFoundError unless the parent found before the push (``ref``, by id) is
+    still there, and kept there until the commit: a removal meanwhile must not leave
+    the version an id another version may take next (SQLite reuses the highest id)."""
+    try:
+        row = catalog.version_by_id(version_id)
+    except VersionNotFoundError:
+        row = None
+    if row is not None and f"{row.name}:{row.version}" == ref:
+        try:
+            catalog.hold_version(row)  # a removal now waits for this push's commit
+            return
+        except VersionNotFoundError:
+            pass
+    raise VersionNotFoundError(
+        f"the parent {ref} was removed while this push ran; nothing was pushed"
+    )
 
 
 def _update_existing(

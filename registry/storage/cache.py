@@ -101,6 +101,9 @@ class PackCache:
         self.max_bytes = max_bytes
         self.folder = self.root / hashlib.sha256(store_url.encode()).hexdigest()[:16]
         self.store_url = store_url
+        #: Bytes the cache folder held at the last prune plus what this process fetched
+        #: since; None before the first prune.
+        self._estimate: int | None = None
 
     def entry(self, pack_id: str, size: int) -> CacheEntry:
         """The entry of ``pack_id`` (``size`` bytes), created empty if there is none.
@@ -172,7 +175,18 @@ class PackCache:
             total -= size
             removed += 1
             freed += size
+        self._estimate = total
         return removed, freed
+
+    def fetched(self, nbytes: int) -> None:
+        """Keep the bound after a fetch put ``nbytes`` in the cache: scan the folder (a
+        ``prune``) only on the first fetch and when the bytes counted since the last
+        scan could pass the bound; a scan per fetch made reading a bucket pack by pack
+        (``verify``) quadratic in the number of packs."""
+        if self._estimate is not None:
+            self._estimate += nbytes
+        if self._estimate is None or self._estimate > self.max_bytes:
+            self.prune()
 
     def info(self) -> CacheInfo:
         """Entries, bytes on disk and stores of the whole cache folder."""

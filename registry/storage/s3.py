@@ -413,7 +413,7 @@ class S3Store:
             wait(futures)  # those already running finish before the cache is updated
             for reader in {id(r): r for r, _, _ in jobs}.values():
                 reader.settle()
-        self.cache.prune()
+        self.cache.fetched(sum(end - start for _, start, end in jobs))
 
     def read_range(
         self, pack_id: str, start: int, end: int, sink: Callable[[int, bytes], None]
