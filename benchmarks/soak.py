@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import os
 import random
@@ -590,20 +589,10 @@ def collect(folder: Path, workers: int, seed: int, start: float) -> Soak:
 
 
 def final_gc(reg):
-    """gc with no grace period: every file the catalogue does not name goes, whatever
-    its age (nothing is writing any more)."""
-    from registry.pipelines import maintenance
-
-    # TODO(gc --grace): `Registry.gc(grace=SECONDS)` / `registry gc --grace` is being
-    # added (issue 13). Once it has landed, call `reg.gc(grace=0)` alone and drop the
-    # patching of the two module constants here.
-    saved = maintenance.GC_GRACE_SECONDS, maintenance.GC_UNFINISHED_GRACE_SECONDS
-    maintenance.GC_GRACE_SECONDS = maintenance.GC_UNFINISHED_GRACE_SECONDS = 0
-    try:
-        kwargs = {"grace": 0} if "grace" in inspect.signature(reg.gc).parameters else {}
-        return reg.gc(**kwargs)
-    finally:
-        maintenance.GC_GRACE_SECONDS, maintenance.GC_UNFINISHED_GRACE_SECONDS = saved
+    """gc as a user runs it, with its default grace: nothing writes any more, and every
+    writer's process has ended, so every file no version names goes (a push's pack is
+    kept only while its writer runs; see Registry.gc)."""
+    return reg.gc()
 
 
 def registry_command() -> str:
