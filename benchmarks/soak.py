@@ -36,7 +36,7 @@ by kind; anything else is unexpected.
 given once, none lost (1..N per name, and the history's pushes and removals are the
 workers'), the surviving versions exactly those pushed and not removed, each
 verifying bit for bit against what its pusher sent (and loading as a module),
-aliases resolving, `registry verify` clean, and after a gc with no grace period the
+aliases resolving, `registry verify` clean, and after a plain gc (every writer has ended) the
 store holds exactly the packs the catalogue names.
 """
 
