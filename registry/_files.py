@@ -1,4 +1,6 @@
-"""Writing a file so that readers see the old one or the whole new one, never a part."""
+"""Writing a file so that readers see the old one or the whole new one, never a part;
+and whether a place may be written at all (a read-only mount, a folder of another user).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from .errors import OutputExistsError, StorageError
 
@@ -20,6 +23,45 @@ def unwritable_folder(path: Path) -> Path | None:
     files in it, else None (what a write there would need, asked without writing)."""
     folder = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
     return None if os.access(folder, os.W_OK | os.X_OK) else folder
+
+
+def sqlite_unwritable(path: Path) -> str | None:
+    """Why the SQLite database file at ``path`` cannot be written by this process, or
+    None if it can: the file and its WAL files (``-wal``, ``-shm``) must be writable,
+    and so must its folder, where SQLite creates them; a file that does not exist yet
+    needs its nearest existing folder writable. Asked without writing anything."""
+    if path.exists():
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if file.exists() and not os.access(file, os.W_OK):
+                return f"{file} is not writable"
+    folder = unwritable_folder(path.parent)
+    return f"the folder {folder} is not writable" if folder is not None else None
+
+
+def sqlite_read_only_uri(path: Path) -> str | None:
+    """A ``file:`` URI (for ``sqlite3.connect(uri, uri=True)``) that reads the SQLite
+    database at ``path`` where a plain open cannot, else None.
+
+    A database in WAL mode can be opened only by a process that may create its
+    ``-shm`` file (SQLite's wal.html, "Read-Only Databases"): on read-only media, a
+    read-only mount, or a folder of another user, a plain open fails with "unable to
+    open database file" once the last writer has closed it (and removed ``-shm``). The
+    URI opens it ``mode=ro&immutable=1``: no locks and no ``-shm``, every write refused
+    ("attempt to write a readonly database"). That is right only while nobody writes
+    the file, so it is given only when the folder may not be written, ``-shm`` does
+    not exist (no connection has the database open anywhere) and no ``-wal`` file
+    holds changes that reading the main file alone would miss.
+    """
+    shm = path.with_name(path.name + "-shm")
+    wal = path.with_name(path.name + "-wal")
+    try:
+        if not path.is_file() or shm.exists() or (wal.exists() and wal.stat().st_size > 0):
+            return None
+    except OSError:
+        return None
+    if unwritable_folder(path.parent) is None:
+        return None
+    return f"file:{quote(str(path.absolute()))}?mode=ro&immutable=1"
 
 
 def suffix_format(path: str | os.PathLike[str]) -> str | None:

@@ -4,7 +4,9 @@ Each class starts its server in a fresh temporary folder on free ports and stops
 (and removes the folder) in ``stop()``; both are context managers. ``missing()`` says
 what this machine lacks to run one (None when nothing is missing), so a fixture can
 skip with that reason instead of failing. conftest.py wraps them in session fixtures
-(``postgres_server``, ``seaweed_server``).
+(``postgres_server``, ``seaweed_server``). ``halt()`` stops a server's process and keeps
+its data; ``resume()`` starts it again on the same folder and ports (a server that goes
+away and comes back, for the fault tests).
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class PostgresServer:
         self.startup_seconds = self.stop_seconds = 0.0
         self._names = itertools.count()
         self._reaper: subprocess.Popen | None = None
+        self._start_command: list[str] = []  # pg_ctl ... start, as last run
 
     @staticmethod
     def missing() -> str | None:
@@ -132,8 +135,9 @@ class PostgresServer:
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             )
             command = ["pg_ctl", "-D", str(data), "-l", str(self.root / "log"), "-w", "-t", "60"]
+            self._start_command = [*command, "-o", options, "start"]
             try:
-                self._run([*command, "-o", options, "start"])
+                self._run(self._start_command)
                 break
             except RuntimeError:
                 if attempt == 2:
@@ -167,6 +171,22 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
         self.stop_seconds = time.monotonic() - started
+
+    def halt(self) -> None:
+        """Stop the server at once (``pg_ctl stop -m immediate``: connections are cut,
+        transactions in flight are lost, nothing is shut down cleanly) and keep its data;
+        :meth:`resume` starts it again. What was committed before is kept: a CHECKPOINT
+        runs first, since with ``synchronous_commit=off`` an immediate stop could lose
+        the last commits (as a crash of such a server would)."""
+        assert self.root is not None, "the server was never started"
+        self.execute("CHECKPOINT")
+        self._run(["pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop"])
+
+    def resume(self) -> None:
+        """Start a halted server again on its data folder and port (crash recovery
+        replays what was committed); returns once it accepts connections."""
+        assert self.root is not None and self._start_command, "the server was never started"
+        self._run(self._start_command)
 
     def __enter__(self) -> PostgresServer:
         return self.start()
@@ -226,7 +246,10 @@ class SeaweedServer:
     STOP_GRACE_S = 2.0
     START_TIMEOUT_S = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, *, single_master: bool = False) -> None:
+        #: ``-master.peers=none``: no Raft election, so that :meth:`resume` is ready in
+        #: seconds (a resumed master otherwise waits out election timeouts, ~20 s).
+        self.single_master = single_master
         self.root: Path | None = None
         self.process: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}
@@ -238,6 +261,7 @@ class SeaweedServer:
         self._buckets = itertools.count()
         self._reaper: subprocess.Popen | None = None
         self._run_id = uuid.uuid4().hex[:6]
+        self._command: list[str] = []  # the weed command line, for resume()
 
     @staticmethod
     def binary() -> str | None:
@@ -296,13 +320,22 @@ class SeaweedServer:
             f"-filer.localSocket={self.root}/filer.sock",
             f"-s3.localSocket={self.root}/s3.sock",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
+            *(["-master.peers=none"] if self.single_master else []),
         ]
         if shutil.which("setpriv"):  # dies with pytest at once, even on SIGKILL
             command = ["setpriv", "--pdeathsig", "KILL", "--", *command]
+        self._command = command
         self.log = self.root / "weed.log"
-        with open(self.log, "wb") as log:
+        self._launch()
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _launch(self, step: str = "create_bucket") -> None:
+        """Run the weed command (appending to its log), with a reaper, until ready
+        (``step``: see :meth:`_wait_until_ready`)."""
+        with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                command,
+                self._command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -314,12 +347,27 @@ class SeaweedServer:
             f"rm -rf {root}"
         )
         try:
-            self._wait_until_ready()
+            self._wait_until_ready(step)
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - started
-        return self
+
+    def halt(self) -> None:
+        """Kill the server's process (SIGKILL: connections are cut mid-request) and keep
+        its folder; :meth:`resume` starts it again."""
+        assert self.process is not None, "the server is not running"
+        _end_reaper(self._reaper)
+        self._reaper = None
+        self.process.kill()
+        self.process.wait(30)
+        self.process = None
+
+    def resume(self) -> None:
+        """Start a halted server again on the same folder and ports; returns once a
+        bucket can be written (what was stored before the halt is still there)."""
+        assert self.root is not None and self._command, "the server was never started"
+        assert self.process is None, "the server is running"
+        self._launch(step="put_object")  # its probe bucket was made by start()
 
     def _identity(self, name: str, reader: bool, actions: list[str]) -> dict:
         access, secret = self.keys[reader]
@@ -329,8 +377,9 @@ class SeaweedServer:
             "actions": actions,
         }
 
-    def _wait_until_ready(self) -> None:
-        """Until a bucket can be made and written to (the volume server has joined)."""
+    def _wait_until_ready(self, step: str = "create_bucket") -> None:
+        """Until a bucket can be made and written to (the volume server has joined);
+        ``step="put_object"``: the bucket exists (a resumed server), written to."""
         from botocore.config import Config
 
         probe = self.client(
@@ -339,7 +388,6 @@ class SeaweedServer:
         bucket = f"ready-{self._run_id}"
         deadline = time.monotonic() + self.START_TIMEOUT_S
         last: Exception | None = None
-        step = "create_bucket"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(

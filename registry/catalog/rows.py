@@ -214,7 +214,10 @@ def refusal(exc: BaseException | str, where: str) -> CatalogReadOnlyError:
 
 def _as_catalog_error(exc: Exception, where: str = "the catalogue database") -> CatalogError:
     """Contention for what a concurrent writer causes; CatalogReadOnlyError for a
-    refused write; any other error is a CatalogError that no retry would cure."""
+    refused write; any other error (a full disk, a server that went away) is a
+    CatalogError that no retry would cure, naming the database (``where``: a SQLite
+    file's path or a URL without its password) so that the reader knows which side of
+    the registry failed. Every message is one line."""
     state = sqlstate(exc)
     if state in _CONTENTION_STATES or any(t in str(exc) for t in _CONTENTION_TEXT):
         return Contention(
@@ -222,7 +225,8 @@ def _as_catalog_error(exc: Exception, where: str = "the catalogue database") -> 
         )
     if is_refusal(exc):
         return refusal(exc, where)
-    return CatalogError(f"catalogue database error: {first_line(exc)}")
+    named = "" if where == "the catalogue database" else f" ({where})"
+    return CatalogError(f"catalogue database error{named}: {first_line(exc)}")
 
 
 class Statements:
