@@ -5,6 +5,13 @@ Owns their filters and options and how their answers read: the version table, ``
 fields and tensor table, the diff table, the history table. The answers themselves
 (which versions, which events, what differs) are :class:`registry.Registry`'s.
 
+Every stored value is shown through ``_format.printable`` (tables do it per cell): a
+tag value, description, path or tensor name holding a newline, an escape sequence or a
+right-to-left override is shown escaped on its own line or cell, never as a new row or
+a raw control byte; ``--json`` gives the values exactly. Free-text cells of the
+``list`` and ``log`` tables are cut at ``CELL_LIMIT`` characters; ``show`` and
+``--json`` give them whole.
+
 Must never import torch, SQLAlchemy or the layers below the API: ``list``, ``show``
 and ``log`` are catalogue-only and answer without loading either.
 """
@@ -19,6 +26,9 @@ from .. import _format
 from .app import Command, open_registry
 from .output import emit_json, say
 from .params import DATE, NAME_PATTERN, REF, json_option, tag_option
+
+#: The longest cell (in characters) of the ``list`` and ``log`` tables.
+CELL_LIMIT = 1000
 
 
 @click.command(cls=Command, name="list")
@@ -93,7 +103,10 @@ def _versions_table(versions: list[Any]) -> str:
         for mv in versions
     ]
     return _format.table(
-        ["REF", "ARCH", "PARAMS", "SIZE", "DIGEST", "CREATED", "TAGS"], rows, right=(2, 3)
+        ["REF", "ARCH", "PARAMS", "SIZE", "DIGEST", "CREATED", "TAGS"],
+        rows,
+        right=(2, 3),
+        limit=CELL_LIMIT,
     )
 
 
@@ -109,7 +122,8 @@ def show(ref: str, as_json: bool) -> None:
         return
     fields = _show_fields(mv, reg.lineage(mv.ref) if mv.parent else [])
     width = max(len(k) for k, _ in fields)
-    lines = [mv.ref] + [f"  {k.ljust(width)}  {v}" for k, v in fields]
+    lines = [_format.printable(mv.ref)]
+    lines += [f"  {k.ljust(width)}  {_format.printable(v)}" for k, v in fields]
     click.echo("\n".join(lines) + "\n\n" + _tensor_table(mv))
 
 
@@ -234,7 +248,7 @@ def log(ref: str | None, limit: int, as_json: bool) -> None:
         ]
         for e in shown
     ]
-    click.echo(_format.table(["WHEN", "WHO", "WHAT", "REF", "CHANGE"], rows))
+    click.echo(_format.table(["WHEN", "WHO", "WHAT", "REF", "CHANGE"], rows, limit=CELL_LIMIT))
     if limit and len(events) > limit:
         say(
             f"showing the newest {limit:,} event{'s' if limit != 1 else ''}; "

@@ -1,8 +1,12 @@
 """Where and how commands print: JSON on stdout, human messages on stderr, progress.
 
 Owns :func:`emit_json`, :func:`say` and :func:`progress` (tqdm bars with a total,
-bytes and rate on a terminal's stderr; nothing with ``--json`` or off a terminal). The units and tables themselves are ``registry._format``, which the
-records share.
+bytes and rate on a terminal's stderr; nothing with ``--json`` or off a terminal). The
+units and tables themselves are ``registry._format``, which the records share.
+
+Nothing stored reaches the terminal raw: ``say`` writes one line with every control
+and format character escaped (``_format.printable``), and JSON is ASCII with every
+other character escaped, so it gives the stored text back exactly.
 
 Must never import ``registry.api``, torch or SQLAlchemy, nor the command modules of
 this package.
@@ -18,15 +22,21 @@ from typing import Any
 
 import click
 
+from .. import _format
+
 
 def emit_json(data: Any) -> None:
-    """``--json``'s answer, on stdout."""
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
+    """``--json``'s answer, on stdout: ASCII only (``\\u`` escapes), so no byte of a
+    stored value reaches the terminal raw and ``json.loads`` gives every value back
+    exactly."""
+    click.echo(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=True))
 
 
 def say(message: str) -> None:
-    """A message for the person at the terminal, on stderr."""
-    click.echo(message, err=True)
+    """A message for the person at the terminal, on stderr: one line, with newlines,
+    escape sequences and other control or format characters escaped
+    (``_format.printable``)."""
+    click.echo(_format.printable(message), err=True)
 
 
 class _Bars:

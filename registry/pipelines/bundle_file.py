@@ -6,10 +6,19 @@ Layout (an uncompressed POSIX tar, members in this order)::
                            lineage, tensor tables) and the size of every blob
     blobs/<sha256>         one member per distinct tensor, its raw bytes
 
-A bundle is untrusted input. Import accepts only regular-file members named exactly
-as above, parses the manifest strictly, checks every version digest against its
-tensor table and every blob against its sha256, and changes nothing (no file, no
-row) until all of that has passed.
+A bundle is untrusted input. It is written with ``tarfile`` but read by this module's
+own tar reader, which knows only what a bundle needs (regular files, with pax
+``path``/``size`` records or GNU base-256 sizes for members of 8 GiB and more) and
+refuses anything else with an IntegrityError naming the byte where it went wrong: a
+header whose checksum fails, a size that is negative or runs past the end of the file,
+a link, a folder, a sparse file, a member named other than above or twice. It reads
+each header once, moving forward only, so no archive makes it loop, and it never
+extracts anything: member data is read at its offset. The manifest is parsed strictly:
+UTF-8 JSON without NaN, every field of the type and range its catalogue column holds,
+text a catalogue can store (no NUL, no lone surrogate), names, tags, aliases and
+descriptions by the rules ``push`` applies. Every version digest is checked against
+its tensor table and every blob against its sha256, and import changes nothing (no
+file, no row) until all of that has passed.
 """
 
 from __future__ import annotations
@@ -18,20 +27,28 @@ import io
 import json
 import os
 import re
+import stat
 import tarfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .._files import replacing
+from .._format import quoted
 from .._progress import begin
 from ..errors import IntegrityError, InvalidArgumentError, MissingFileError, RegistryError
-from ..keyvalue import parse_date, validate_arch_kwargs, validate_tags
+from ..keyvalue import (
+    check_description,
+    parse_date,
+    storable_text,
+    validate_arch_kwargs,
+    validate_tags,
+)
 from ..metadata import PLAIN_VALUES
 from ..records import PROVENANCE_FIELDS, ModelVersion
-from ..refs import parse_ref, validate_alias, validate_name
+from ..refs import MAX_VERSION, parse_ref, validate_alias, validate_name
 from ..sharing import DTYPE_SIZES, Shared, check_groups, manifest_terms, to_columns
 from ..storage import manifest_digest, sha256_many
 
@@ -44,6 +61,9 @@ MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 256 << 20
 _BLOB_RE = re.compile(r"blobs/([0-9a-f]{64})")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+#: The largest value of a 64-bit (BIGINT) and a 32-bit (INTEGER) catalogue column.
+_INT64 = 2**63 - 1
+_INT32 = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -235,26 +255,186 @@ class BundleVersion:
         return f"{self.name}:{self.version}"
 
 
+_BLOCK = 512
+#: Type flags of a regular file (ustar, old tar, contiguous file).
+_REGULAR = (b"0", b"\0", b"7")
+_PAX = b"x"
+#: The largest pax extended header read (its records describe the next member).
+MAX_PAX_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class Member:
+    """One regular file of a bundle: its name, where its data starts, its size (bytes)."""
+
+    name: str
+    offset: int
+    size: int
+
+
+def _damaged(path: Path, position: int, problem: str) -> IntegrityError:
+    return IntegrityError(f"{path} is not a valid bundle: {problem} (at byte {position})")
+
+
+def _octal(field: bytes, what: str, path: Path, position: int) -> int:
+    """A numeric header field: NUL/space-padded octal digits, or GNU base-256 (0x80 then
+    big-endian bytes) for values octal cannot hold; negative values are refused."""
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    if field[:1] == b"\xff":
+        raise _damaged(path, position, f"negative {what} in a tar header")
+    digits = field.split(b"\0", 1)[0].strip(b" ")
+    if digits and not all(48 <= c <= 55 for c in digits):
+        raise _damaged(path, position, f"{what} {quoted(bytes(field))} is not a number")
+    return int(digits, 8) if digits else 0
+
+
+def _header(block: bytes, path: Path, position: int) -> tuple[str, bytes, int]:
+    """(name, type flag, size) of a tar header block whose checksum and magic hold."""
+    stored = _octal(block[148:156], "checksum", path, position)
+    blank = block[:148] + b" " * 8 + block[156:]
+    if stored != sum(blank) and stored != sum(b - 256 if b > 127 else b for b in blank):
+        raise _damaged(path, position, "a tar header's checksum does not match")
+    if block[257:262] != b"ustar":
+        raise _damaged(path, position, "a tar header is not ustar, GNU or pax")
+    name = block[0:100].split(b"\0", 1)[0]
+    prefix = block[345:500].split(b"\0", 1)[0] if block[257:263] == b"ustar\0" else b""
+    if prefix:
+        name = prefix + b"/" + name
+    return (
+        name.decode("utf-8", "replace"),
+        block[156:157],
+        _octal(block[124:136], "size", path, position),
+    )
+
+
+def _pax_records(data: bytes, path: Path, position: int) -> dict[str, str]:
+    """The ``LENGTH KEY=VALUE\\n`` records of a pax extended header, parsed strictly."""
+    records: dict[str, str] = {}
+    at = 0
+    while at < len(data):
+        if data[at] == 0:  # NUL padding after the last record, and nothing else
+            if data[at:].strip(b"\0"):
+                raise _damaged(path, position, "a pax header has data after its padding")
+            break
+        space = data.find(b" ", at, at + 20)
+        length_text = data[at:space] if space > at else b""
+        if not length_text.isdigit() or not length_text.isascii():
+            raise _damaged(path, position, "a pax record has no length")
+        end = at + int(length_text)
+        if end <= space + 1 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise _damaged(path, position, "a pax record's length is wrong")
+        key, eq, value = data[space + 1 : end - 1].partition(b"=")
+        if not eq:
+            raise _damaged(path, position, "a pax record is not KEY=VALUE")
+        try:
+            records[key.decode("utf-8")] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _damaged(path, position, "a pax record is not UTF-8") from None
+        at = end
+    if any(key.startswith("GNU.sparse") for key in records):
+        raise _damaged(path, position, "sparse members are not part of the bundle format")
+    return records
+
+
+def read_members(handle: Any, file_size: int, path: Path) -> dict[str, Member]:
+    """The members of the bundle open as ``handle`` (``file_size`` bytes), by name.
+
+    Reads each 512-byte header once, front to back (a member's size can only move the
+    next header forward), up to two zero blocks or the end of the file at a header
+    boundary. Raises IntegrityError for anything but regular files named ``manifest.json``
+    or ``blobs/<sha256>``, each once, whose data lies inside the file.
+    """
+    found: dict[str, Member] = {}
+    pax: dict[str, str] | None = None
+    position = 0
+    while True:
+        if position == file_size and pax is None:
+            break  # the end-of-archive blocks are missing, but every member is whole
+        handle.seek(position)
+        block = handle.read(_BLOCK)
+        if len(block) < _BLOCK:
+            raise _damaged(path, position, "the file ends inside a tar header")
+        if block == bytes(_BLOCK):
+            if pax is not None:
+                raise _damaged(path, position, "a pax header describes no member")
+            break
+        name, kind, size = _header(block, path, position)
+        if pax is not None:
+            name = pax.get("path", name)
+            if "size" in pax:
+                text = pax["size"]
+                if not text.isascii() or not text.isdigit() or len(text) > 20:
+                    raise _damaged(path, position, f"a pax size {quoted(text)} is not a size")
+                size = int(pax["size"])
+        start = position + _BLOCK
+        if size > file_size - start:
+            raise _damaged(
+                path, position, f"member {quoted(name)} needs {size} bytes past the end of the file"
+            )
+        if kind == _PAX:
+            if pax is not None:
+                raise _damaged(path, position, "two pax headers in a row")
+            if size > MAX_PAX_BYTES:
+                raise _damaged(path, position, f"a pax header of {size} bytes is too large")
+            handle.seek(start)
+            pax = _pax_records(handle.read(size), path, position)
+        elif kind not in _REGULAR:
+            raise IntegrityError(
+                f"bundle member {quoted(name)} is not a regular file (links, folders and "
+                "other special members are refused)"
+            )
+        else:
+            pax = None
+            if name != MANIFEST and not _BLOB_RE.fullmatch(name):
+                raise IntegrityError(
+                    f"bundle member {quoted(name)} is not part of the bundle format"
+                )
+            if name in found:
+                raise IntegrityError(f"bundle member {quoted(name)} appears twice")
+            found[name] = Member(name, start, size)
+        position = start + -(-size // _BLOCK) * _BLOCK
+    if MANIFEST not in found:
+        raise IntegrityError(f"{path} has no {MANIFEST}: not a registry bundle")
+    return found
+
+
 class Bundle:
-    """An opened, checked bundle: its versions, and its blobs' members for reading."""
+    """An opened, checked bundle: its versions, and its blobs' members for reading.
+
+    Raises MissingFileError for a path that does not exist, InvalidArgumentError for
+    one that is not a regular file (a folder, a pipe) or cannot be opened, and
+    IntegrityError for a file that is not a valid bundle (see :func:`read_members`
+    and the manifest's rules in the module's docstring).
+    """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        if not self.path.exists():
-            raise MissingFileError(self.path)
         try:
-            self._tar = tarfile.open(self.path, mode="r:")
-        except (OSError, tarfile.TarError) as exc:
-            raise InvalidArgumentError(f"{self.path} is not a registry bundle: {exc}") from None
+            info = self.path.stat()
+        except FileNotFoundError:
+            raise MissingFileError(self.path) from None
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot read the bundle {self.path}: {exc}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidArgumentError(f"{self.path} is not a registry bundle: not a regular file")
         try:
-            self._members = self._check_members(self._tar.getmembers())
+            self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot read the bundle {self.path}: {exc}") from None
+        try:
+            size = os.fstat(self._file.fileno()).st_size
+            self._members = read_members(self._file, size, self.path)
             self.versions, self.blob_sizes = self._read_manifest()
+        except OSError as exc:
+            self._file.close()
+            raise InvalidArgumentError(f"cannot read the bundle {self.path}: {exc}") from None
         except BaseException:
-            self._tar.close()
+            self._file.close()
             raise
 
     def close(self) -> None:
-        self._tar.close()
+        self._file.close()
 
     def __enter__(self) -> Bundle:
         return self
@@ -262,44 +442,29 @@ class Bundle:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _check_members(self, members: Iterable[tarfile.TarInfo]) -> dict[str, tarfile.TarInfo]:
-        found: dict[str, tarfile.TarInfo] = {}
-        for member in members:
-            name = member.name
-            if not member.isreg():
-                raise IntegrityError(
-                    f"bundle member {name!r} is not a regular file (links and folders are refused)"
-                )
-            if name != MANIFEST and not _BLOB_RE.fullmatch(name):
-                raise IntegrityError(f"bundle member {name!r} is not part of the bundle format")
-            if name in found:
-                raise IntegrityError(f"bundle member {name!r} appears twice")
-            found[name] = member
-        if MANIFEST not in found:
-            raise IntegrityError(f"{self.path} has no {MANIFEST}: not a registry bundle")
-        return found
-
     def _read_manifest(self) -> tuple[list[BundleVersion], dict[str, int]]:
         member = self._members[MANIFEST]
         if member.size > MAX_MANIFEST_BYTES:
             raise IntegrityError(f"{MANIFEST} is {member.size} bytes: too large")
         raw = self._read(member)
         try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise IntegrityError(f"{MANIFEST} is not valid JSON: {exc}") from None
+            data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            problem = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+            raise IntegrityError(f"{MANIFEST} is not valid JSON: {problem}") from None
         try:
             return _parse_manifest(data, self._members)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (LookupError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             if isinstance(exc, RegistryError):
                 raise IntegrityError(f"malformed {MANIFEST}: {exc}") from None
             raise IntegrityError(f"malformed {MANIFEST}: {type(exc).__name__}: {exc}") from None
 
-    def _read(self, member: tarfile.TarInfo) -> bytes:
-        handle = self._tar.extractfile(member)
-        if handle is None:  # pragma: no cover - regular files always have data
-            raise IntegrityError(f"cannot read bundle member {member.name!r}")
-        data = handle.read()
+    def _read(self, member: Member) -> bytes:
+        try:
+            self._file.seek(member.offset)
+            data = self._file.read(member.size)
+        except OSError as exc:
+            raise IntegrityError(f"cannot read bundle member {member.name!r}: {exc}") from None
         if len(data) != member.size:
             raise IntegrityError(f"bundle member {member.name!r} is truncated")
         return data
@@ -315,19 +480,23 @@ class Bundle:
         return data
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def _parse_manifest(
-    data: Any, members: Mapping[str, tarfile.TarInfo]
+    data: Any, members: Mapping[str, Member]
 ) -> tuple[list[BundleVersion], dict[str, int]]:
     if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"format is not {BUNDLE_FORMAT!r}")
     if data.get("version") not in READABLE_VERSIONS:
-        raise ValueError(f"unsupported bundle version {data.get('version')!r}")
+        raise ValueError(f"unsupported bundle version {quoted(data.get('version'))}")
     sizes = data["blobs"]
     if not isinstance(sizes, dict):
         raise TypeError("blobs must be an object")
     for digest, size in sizes.items():
         if not _HEX64.fullmatch(digest) or type(size) is not int or size < 0:
-            raise ValueError(f"bad blob entry {digest!r}")
+            raise ValueError(f"bad blob entry {quoted(digest)}")
         member = members.get(f"blobs/{digest}")
         if member is None:
             raise ValueError(f"blob {digest[:12]}... is listed but not in the bundle")
@@ -346,11 +515,22 @@ def _parse_manifest(
     return versions, dict(sizes)
 
 
-def _text(value: Any, field: str, optional: bool = False) -> Any:
+def _text(value: Any, field: str, optional: bool = False, width: int | None = None) -> Any:
+    """A string a catalogue can store (no NUL, no lone surrogate), of at most ``width``
+    characters; None where ``optional``."""
     if value is None and optional:
         return None
     if not isinstance(value, str):
         raise TypeError(f"{field} must be a string")
+    if width is not None and len(value) > width:
+        raise ValueError(f"{field} is longer than {width} characters")
+    return storable_text(value, field)
+
+
+def _number(value: Any, field: str, low: int = 0, high: int = _INT64) -> int:
+    """An integer (not a bool, not a float) from ``low`` to ``high``."""
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{field} must be an integer from {low} to {high}")
     return value
 
 
@@ -369,24 +549,28 @@ def _parse_tensors(
             raise ValueError(f"{label}: each tensor must be a list of 5 or 6 fields")
         tname, dtype, shape, tdigest, nbytes = item[:5]
         place = item[5] if len(item) == 6 else None
-        _text(tname, "tensor name")
+        _text(tname, "tensor name", width=1024)
         if tname in seen:
-            raise ValueError(f"{label}: tensor {tname!r} appears twice")
+            raise ValueError(f"{label}: tensor {quoted(tname)} appears twice")
         seen.add(tname)
         if dtype not in DTYPE_SIZES:
-            raise ValueError(f"{label}: unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or any(type(d) is not int or d < 0 for d in shape):
-            raise ValueError(f"{label}: bad shape for {tname!r}")
+            raise ValueError(f"{label}: unknown dtype {quoted(dtype)}")
+        if not isinstance(shape, list) or any(
+            type(d) is not int or not 0 <= d <= _INT64 for d in shape
+        ):
+            raise ValueError(f"{label}: bad shape for {quoted(tname)}")
         count = 1
-        for d in shape:
+        for d in shape:  # stops early: a hostile shape may have a million dimensions
             count *= d
+            if count > _INT64:
+                raise ValueError(f"{label}: {quoted(tname)} has more elements than a tensor can")
         if type(nbytes) is not int or nbytes != count * DTYPE_SIZES[dtype]:
-            raise ValueError(f"{label}: size of {tname!r} does not match its shape")
+            raise ValueError(f"{label}: size of {quoted(tname)} does not match its shape")
         if not isinstance(tdigest, str) or tdigest not in sizes:
-            raise ValueError(f"{label}: tensor {tname!r} uses a blob the bundle lacks")
+            raise ValueError(f"{label}: tensor {quoted(tname)} uses a blob the bundle lacks")
         if sizes[tdigest] != nbytes:
-            raise ValueError(f"{label}: blob of {tname!r} has the wrong size")
-        shared.append(_place(place, f"{label}: storage of {tname!r}"))
+            raise ValueError(f"{label}: blob of {quoted(tname)} has the wrong size")
+        shared.append(_place(place, f"{label}: storage of {quoted(tname)}"))
         tensors.append((tname, dtype, shape, tdigest, nbytes))
     names = [t[0] for t in tensors]
     shapes = [t[2] for t in tensors]
@@ -405,8 +589,8 @@ def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
         raise TypeError("each version must be an object")
     name = validate_name(_text(entry["name"], "name"))
     number = entry["version"]
-    if type(number) is not int or number < 1:
-        raise ValueError(f"{name}: version must be a positive integer")
+    if type(number) is not int or not 1 <= number <= MAX_VERSION:
+        raise ValueError(f"{name}: version must be an integer from 1 to {MAX_VERSION}")
     digest = _text(entry["digest"], "digest")
     if not _HEX64.fullmatch(digest):
         raise ValueError(f"{name}:{number}: digest is not a sha256")
@@ -422,22 +606,28 @@ def _parse_version(entry: Any, sizes: Mapping[str, int]) -> BundleVersion:
     dirty = entry.get("git_dirty")
     if dirty is not None and not isinstance(dirty, bool):
         raise TypeError(f"{name}:{number}: git_dirty must be true, false or null")
-    param_count = entry["param_count"]
-    if type(param_count) is not int or param_count < 0:
-        raise ValueError(f"{name}:{number}: param_count must be a non-negative integer")
+    param_count = _number(entry["param_count"], f"{name}:{number}: param_count")
+    arch_kwargs = entry.get("arch_kwargs") or {}
+    if not isinstance(arch_kwargs, dict):
+        raise TypeError(f"{name}:{number}: arch_kwargs must be an object")
+    tags = entry.get("tags") or {}
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise TypeError(f"{name}:{number}: tags must map keys to strings")
+    description = _text(entry.get("description"), "description", optional=True)
+    check_description(description)
     return BundleVersion(
         name=name,
         version=number,
         digest=digest,
-        arch=_text(entry["arch"], "arch"),
-        arch_kwargs=validate_arch_kwargs(entry.get("arch_kwargs") or {}),
-        description=_text(entry.get("description"), "description", optional=True),
-        tags=validate_tags(entry.get("tags") or {}),
+        arch=_text(entry["arch"], "arch", width=255),
+        arch_kwargs=validate_arch_kwargs(arch_kwargs),
+        description=description,
+        tags=validate_tags(tags),
         aliases=[validate_alias(_text(a, "alias")) for a in aliases],
         parent=parent,
         created_at=created,
-        torch_version=_text(entry["torch_version"], "torch_version"),
-        source_format=_text(entry["source_format"], "source_format"),
+        torch_version=_text(entry["torch_version"], "torch_version", width=64),
+        source_format=_text(entry["source_format"], "source_format", width=32),
         param_count=param_count,
         tensors=[
             (*t, *to_columns(place, t[2]))
@@ -460,11 +650,7 @@ _WIDTHS = {"pushed_by": 255, "pushed_host": 255, "git_commit": 64, "registry_ver
 
 
 def _provenance(value: Any, field: str) -> str | None:
-    text = _text(value, field, optional=True)
-    width = _WIDTHS.get(field)
-    if text is not None and width is not None and len(text) > width:
-        raise ValueError(f"{field} is longer than {width} characters")
-    return text
+    return _text(value, field, optional=True, width=_WIDTHS.get(field))
 
 
 def _moment(value: Any, field: str, optional: bool = False) -> Any:
@@ -482,6 +668,10 @@ def _place(value: Any, label: str) -> Shared | None:
         raise ValueError(f"{label} must be [group, offset, strides]")
     if any(type(s) is not int for s in stride):
         raise ValueError(f"{label} has strides that are not integers")
+    _number(group, f"{label}: group", high=_INT32)
+    _number(offset, f"{label}: offset")
+    for s in stride:
+        _number(s, f"{label}: stride")
     return Shared(group, offset, tuple(stride))
 
 
@@ -512,21 +702,23 @@ def _file_metadata(value: Any) -> dict[str, str] | None:
 
 
 def in_lineage_order(versions: Sequence[BundleVersion]) -> list[BundleVersion]:
-    """Parents before their children (for those whose parent is in the bundle too)."""
+    """Each version once, parents before their children (for those whose parent is in
+    the bundle too; in a cycle of parents, which a hostile bundle may hold, the first
+    version met comes last). Iterative: a lineage of any length is fine."""
     by_ref = {v.ref: v for v in versions}
     ordered: list[BundleVersion] = []
     placed: set[str] = set()
-
-    def place(v: BundleVersion, depth: int = 0) -> None:
-        if v.ref in placed or depth > len(versions):
-            return
-        if v.parent in by_ref:
-            place(by_ref[v.parent], depth + 1)
-        placed.add(v.ref)
-        ordered.append(v)
-
     # Each model's versions in their numbers' order, so that a version number the target
     # has never used is taken by the bundle's version of that number, not by another.
     for v in sorted(versions, key=lambda v: (v.name, v.version)):
-        place(v)
+        chain: list[BundleVersion] = []
+        seen: set[str] = set()
+        current: BundleVersion | None = v
+        while current is not None and current.ref not in placed and current.ref not in seen:
+            seen.add(current.ref)
+            chain.append(current)
+            current = by_ref.get(current.parent) if current.parent else None
+        for item in reversed(chain):
+            placed.add(item.ref)
+            ordered.append(item)
     return ordered
