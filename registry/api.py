@@ -246,6 +246,7 @@ class Registry:
             keys = [keys]
         if not keys:
             raise InvalidArgumentError("give at least one tag key to remove")
+        validate_tags(dict.fromkeys(keys, ""))  # keys as push and tag take them
         return organise.untag(self._gateway, parsed, list(keys))
 
     def remove(self, ref: str, *, force: bool = False) -> ModelVersion:

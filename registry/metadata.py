@@ -15,6 +15,7 @@ Torch-free: these are plain containers.
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -28,8 +29,9 @@ PLAIN_VALUES = (str, int, float, bool, type(None))
 def encode(metadata: Mapping[Any, Any] | None, notes: list[str] | None = None) -> list[Any] | None:
     """``_metadata`` as JSON for the catalogue; None stays None.
 
-    Values that JSON cannot hold exactly (only str, int, float, bool and None can) are
-    left out, with a note; torch itself only ever writes ``{"version": int}``.
+    Values that JSON cannot hold exactly (only str, int, finite float, bool and None
+    can: PostgreSQL refuses NaN and infinities in JSON) are left out, with a note;
+    torch itself only ever writes ``{"version": int}``.
     """
     if metadata is None:
         return None
@@ -41,7 +43,7 @@ def encode(metadata: Mapping[Any, Any] | None, notes: list[str] | None = None) -
             continue
         clean = {}
         for key, value in entry.items():
-            if isinstance(key, str) and isinstance(value, PLAIN_VALUES):
+            if isinstance(key, str) and _plain(value):
                 clean[key] = value
             else:
                 dropped += 1
@@ -52,6 +54,13 @@ def encode(metadata: Mapping[Any, Any] | None, notes: list[str] | None = None) -
             "_metadata that are not plain values"
         )
     return encoded
+
+
+def _plain(value: Any) -> bool:
+    """Whether JSON keeps ``value`` exactly, on every database."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, PLAIN_VALUES)
 
 
 def decode(encoded: Any) -> OrderedDict[str, dict[str, Any]] | None:

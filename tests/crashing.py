@@ -501,9 +501,6 @@ class Check:
     after: Any = None  # the state an uninterrupted run leaves
     before_dump: list[str] | None = None  # db upgrade: the old catalogue, as SQL
     describe_only: bool = False  # only describe (the prepared state): change nothing
-    #: Pass over the upload S3Store.check_writable's probe leaves when killed between
-    #: starting and aborting it (a known bug: see PROBE_LEAK).
-    ignore_probe_upload: bool = True
 
 
 #: Fields of a version that differ between two otherwise identical runs.
@@ -561,18 +558,7 @@ def _run_cli(args: list[str]) -> int:
     return 0
 
 
-#: A known bug (issue 13's crash sweep found it): S3Store.check_writable, which gc and
-#: import run first, starts a multipart upload of PREFIX/.registry-write-check and
-#: aborts it; killed in between (or when the abort fails, which _abort ignores, saying
-#: "gc aborts it later"), the upload stays for ever: gc lists only uploads under
-#: PREFIX/packs/. Fix: make the probe's key PREFIX/packs/.registry-write-check, so
-#: that S3Store.list reports such an upload and gc aborts it once past its grace.
-#: test_crashes.py::test_a_gc_killed_in_its_write_probe_leaves_no_upload is xfail
-#: (strict) until then; the sweeps pass over that one upload meanwhile.
-PROBE_LEAK = ".registry-write-check"
-
-
-def store_leftovers(reg: Any, ignore_probe_upload: bool = False) -> list[str]:
+def store_leftovers(reg: Any) -> list[str]:
     """Files or objects (and unfinished uploads) in the store that no catalogue pack is,
     and catalogue packs the store lacks, listed without the store's own code."""
     with reg._gateway.read() as catalog:
@@ -589,11 +575,7 @@ def store_leftovers(reg: Any, ignore_probe_upload: bool = False) -> list[str]:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             found.update(item["Key"] for item in page.get("Contents", ()))
         uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads") or []
-        problems += [
-            f"unfinished upload {u['Key']}"
-            for u in uploads
-            if not (ignore_probe_upload and u["Key"] == prefix + PROBE_LEAK)
-        ]
+        problems += [f"unfinished upload {u['Key']}" for u in uploads]
         wanted = {store.key(p) for p in packs}
     else:
         root = Path(store.root)
@@ -708,7 +690,7 @@ def _check(check: Check, result: dict[str, Any]) -> None:
         )
         reg.gc(grace=0)  # every file no version names goes, whatever its age
         _verify(reg, problems, "after push and gc")
-        problems += store_leftovers(reg, check.ignore_probe_upload)
+        problems += store_leftovers(reg)
         wrong = same_weights(reg.load_state_dict(pushed.ref), check.fingerprints["after"])
         if wrong:
             problems.append(f"the push after the crash loads wrong weights: {wrong}")
@@ -1242,11 +1224,10 @@ class Harness:
         after: Any = None,
         before_dump: list[str] | None = None,
         describe_only: bool = False,
-        ignore_probe_upload: bool = True,
     ) -> dict[str, Any]:
         check = Check(
             op, env, str(folder), str(self.files), expected, self.fingerprints,
-            before, after, before_dump, describe_only, ignore_probe_upload,
+            before, after, before_dump, describe_only,
         )  # fmt: skip
         code = self.child(_check_child, check)
         result = _read_json(folder / "check")
@@ -1264,7 +1245,6 @@ class Harness:
         backend: Backend,
         op: Operation,
         where: list[tuple[str, int]],
-        ignore_probe_upload: bool = True,
     ) -> Sweep:
         """Kill ``op`` at each of ``where`` ((point, occurrence): see ``targets``), each
         time in a fresh copy of its prepared state, and check what every kill left."""
@@ -1301,7 +1281,6 @@ class Harness:
                     return outcome
                 result = self._check(
                     op, env, folder, expected, before=before, after=after, before_dump=dump,
-                    ignore_probe_upload=ignore_probe_upload,
                 )  # fmt: skip
                 outcome.state = result.get("state")
                 outcome.problems += result["problems"]

@@ -217,3 +217,20 @@ def test_unknown_model_suggests_close_name(reg: Registry, resnet18_state):
     reg.push(resnet18_state, "resnet", arch="resnet18")
     with pytest.raises(ModelNotFoundError, match="did you mean resnet"):
         reg.get("resnt")
+
+
+def test_metadata_values_json_cannot_hold_are_left_out(reg: Registry):
+    """NaN and infinities in a state dict's ``_metadata`` (PostgreSQL's JSON refuses
+    them) are left out with a note; the push works on both backends, and the rest of
+    the metadata comes back."""
+    torch.manual_seed(0)
+    state = torch.nn.Linear(4, 2).state_dict()
+    state._metadata = OrderedDict(  # type: ignore[attr-defined]
+        [("", {"version": 1, "nan": float("nan"), "inf": float("-inf"), "lr": 0.5})]
+    )
+    mv = reg.push(
+        state, "meta", arch="torch.nn:Linear", arch_kwargs={"in_features": 4, "out_features": 2}
+    )
+    assert any("_metadata" in note for note in mv.pushed.notes)
+    loaded = reg.load_state_dict(mv.ref)
+    assert loaded._metadata == {"": {"version": 1, "lr": 0.5}}

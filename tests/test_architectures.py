@@ -46,6 +46,40 @@ def arch_name():
 # -- import paths ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("arch", "kwargs"),
+    [
+        ("subprocess:run", {"args": ["touch", "MARKER"]}),
+        ("os:system", {"command": "touch MARKER"}),
+        ("builtins:exec", {"source": "open('MARKER', 'w')"}),
+        ("archs_helper.models:NOT_A_BUILDER", {}),
+    ],
+)
+def test_a_stored_import_path_cannot_run_arbitrary_code(
+    arch: str, kwargs: dict, reg: Registry, home: Path, tmp_path: Path, monkeypatch
+):
+    """A catalogue row (or an imported bundle) naming a standard-library function, or
+    anything that is not an nn.Module class or a Python function, as its architecture:
+    load refuses it before calling anything, and so does push."""
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(models, "NOT_A_BUILDER", print, raising=False)
+    kwargs = json.loads(json.dumps(kwargs).replace("MARKER", str(tmp_path / "ran")))
+    torch.manual_seed(0)
+    mv = reg.push(models.TinyNet(8).state_dict(), "m", arch="archs_helper.models:TinyNet",
+                  arch_kwargs={"hidden": 8})  # fmt: skip
+    with sqlite3.connect(home / "registry.db") as db:  # what a hostile writer could store
+        db.execute("UPDATE versions SET arch = ?, arch_kwargs = ?", (arch, json.dumps(kwargs)))
+    with pytest.raises(ArchitectureNotFoundError, match="standard library|not an nn.Module"):
+        reg.load(mv.ref)
+    with pytest.raises(ArchitectureNotFoundError, match="standard library|not an nn.Module"):
+        reg.push(models.TinyNet(8).state_dict(), "n", arch=arch, arch_kwargs=kwargs)
+    assert not (tmp_path / "ran").exists()
+    assert reg.load_state_dict(mv.ref)  # the weights themselves are still there
+
+
+
 def test_push_and_load_by_import_path(reg: Registry):
     torch.manual_seed(0)
     model = models.TinyNet(hidden=64).eval()

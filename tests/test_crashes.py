@@ -124,20 +124,12 @@ def test_the_next_writer_gets_the_lock_of_a_killed_one(harness: Harness, local: 
     assert facts["verify"], facts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="S3Store.check_writable's probe upload (PREFIX/.registry-write-check) is left "
-    "for ever when its process dies between starting and aborting it: gc lists only "
-    "uploads under PREFIX/packs/ (crashing.PROBE_LEAK says the fix)",
-)
 def test_a_gc_killed_in_its_write_probe_leaves_no_upload(harness: Harness, team: TeamBackend):
     """PostgreSQL + S3: gc killed between the start and the abort of its write probe's
     multipart upload; the gc after it must leave no unfinished upload."""
     op = TEAM_OPERATIONS["gc-rewrite"]
     names, _after = harness.count(team, op)
-    sweep = harness.sweep(
-        team, op, [("object.abort_multipart_upload", 1)], ignore_probe_upload=False
-    )
+    sweep = harness.sweep(team, op, [("object.abort_multipart_upload", 1)])
     assert [o.point for o in sweep.killed] == ["object.abort_multipart_upload"]
     assert_clean(sweep, minimum=1)
 

@@ -458,17 +458,7 @@ _PACK_POINTS = [
     pytest.param("pack.header", 1, id="writing the header"),
     pytest.param("pack.fsync", 1, id="fsync"),
     pytest.param("pack.rename", 1, id="rename into place"),
-    pytest.param(
-        "pack.renamed",
-        1,
-        id="fsync of the folder after the rename",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="LocalStore._seal removes only the temporary name when the folder's "
-            "fsync fails after the rename, so the renamed pack stays (fix reported for "
-            "registry/storage/local.py)",
-        ),
-    ),
+    pytest.param("pack.renamed", 1, id="fsync of the folder after the rename"),
 ]
 
 
@@ -552,13 +542,6 @@ def read_only_home(namespace: MountNamespace, weights: dict[str, Path], tmp_path
     return home, _local_env(home), bundle, snapshot
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Gateway._connect opens the SQLite file plainly, which SQLite refuses for a "
-    "WAL database whose folder is read-only and has no -shm file ('unable to open "
-    "database file'); the fix (open it with _files.sqlite_read_only_uri) is reported "
-    "for registry/catalog/gateway.py",
-)
 def test_a_read_only_home_reads_everything(
     namespace: MountNamespace, read_only_home, weights: dict[str, Path], tmp_path: Path
 ):
@@ -807,12 +790,6 @@ def test_a_server_that_is_down_is_named_and_the_same_registry_works_once_it_is_b
         _same_weights(reg, {"m:1": weights["w1"], "m:2": weights["w2"]})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="S3Store.read_range wraps the cache file's ENOSPC as 'reading pack ... from "
-    "s3://... failed', blaming the tensor store for the read cache's full disk (fix "
-    "reported for registry/storage/s3.py)",
-)
 def test_a_read_cache_that_fills_up_is_named_and_works_once_it_has_room(
     team: dict[str, str],
     namespace: MountNamespace,

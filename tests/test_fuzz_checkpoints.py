@@ -1,4 +1,4 @@
-"""Fuzzing the reader of users' checkpoint files (``registry/checkpoints.py``) through
+"""Fuzzing the reader of users' checkpoint files (``registry/checkpoints/``) through
 ``Registry.push``.
 
 Real files of a small model (a tied weight, float16, bool and int64 buffers) are

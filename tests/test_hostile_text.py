@@ -586,12 +586,6 @@ def test_messages_quote_hostile_values_short_and_on_one_line():
 
 
 @pytest.mark.local_only
-@pytest.mark.xfail(
-    strict=True,
-    reason="registry/cli/app.py prints a RegistryError's message with its control "
-    "characters raw (MissingFileError names the path as typed): Group.invoke should pass "
-    "one_line(...) through registry._format.printable",
-)
 def test_an_error_naming_a_hostile_path_is_escaped(home: Path, tmp_path: Path):
     code, seen = run_tty("import", f"\x1b[2J{uuid.uuid4().hex}.tar",
                          env={"REGISTRY_HOME": str(home)}, cwd=tmp_path)  # fmt: skip

@@ -161,12 +161,23 @@ def _import_failed(module_name: str, purpose: str, exc: BaseException) -> Archit
     )
 
 
+#: Modules an import path may not name: a version's architecture is called with its
+#: arguments when it is loaded, and a catalogue row or an imported bundle must not be
+#: able to make that ``os:system`` or ``subprocess:run``.
+_STDLIB = frozenset(sys.stdlib_module_names)
+
+
 def _import(path: str) -> Callable[..., nn.Module]:
     """``package.module:Class.attr`` -> the object, or ArchitectureNotFoundError saying why."""
     module_name, _, qualname = path.partition(":")
     if not module_name or not qualname or any(not p.isidentifier() for p in qualname.split(".")):
         raise ArchitectureNotFoundError(
             f"invalid architecture import path {path!r}: expected package.module:ClassName"
+        )
+    if module_name.split(".")[0] in _STDLIB:
+        raise ArchitectureNotFoundError(
+            f"architecture {path!r} names the Python standard library, which builds no "
+            "model; an import path names an nn.Module class or a function that returns one"
         )
     obj: Any = import_module(module_name, f"architecture {path!r}")
     for part in qualname.split("."):
@@ -176,8 +187,13 @@ def _import(path: str) -> Callable[..., nn.Module]:
             raise ArchitectureNotFoundError(
                 f"module {module_name!r} has no {qualname!r} (architecture {path!r})"
             ) from None
-    if not callable(obj):
-        raise ArchitectureNotFoundError(f"{path!r} is not a class or a function")
+    import torch.nn
+
+    builds = issubclass(obj, torch.nn.Module) if isinstance(obj, type) else inspect.isfunction(obj)
+    if not builds:
+        raise ArchitectureNotFoundError(
+            f"{path!r} is not an nn.Module class or a Python function that returns one"
+        )
     return obj  # type: ignore[no-any-return]
 
 

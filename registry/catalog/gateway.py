@@ -28,16 +28,14 @@ first. Must never import torch, or SQLAlchemy at module level.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import config
-from .._files import unwritable_folder
+from .._files import sqlite_read_only_uri, sqlite_unwritable
 from ..errors import CatalogError, ConfigurationError
 from ..liveness import this_process
 from . import revision as schema_revision
@@ -150,14 +148,24 @@ class Gateway:
 
                 connection = empty_sqlite()  # looking never creates a registry
                 return connection, errors, self._catalog(connection, sqlite3), True
-            self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            # A WAL database in a folder this process may not write (a read-only mount)
+            # opens only read-only and immutable; writes then fail as refused.
+            read_only = None if write else sqlite_read_only_uri(self._sqlite_path)
             try:
+                if read_only is None:
+                    self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
                 connection = sqlite3.connect(
-                    self._sqlite_path, timeout=config.SQLITE_BUSY_TIMEOUT_S, isolation_level=None
+                    read_only or self._sqlite_path,
+                    uri=read_only is not None,
+                    timeout=config.SQLITE_BUSY_TIMEOUT_S,
+                    isolation_level=None,
                 )
                 for pragma in SQLITE_PRAGMAS:
                     connection.execute(pragma)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
+                problem = sqlite_unwritable(self._sqlite_path) if write else None
+                if problem is not None:
+                    raise refusal(problem, self.where) from None
                 raise CatalogError(
                     f"cannot open the catalogue database {self._sqlite_path}: {exc}"
                 ) from None
@@ -235,7 +243,7 @@ class Gateway:
         file that does not exist yet needs a folder it can be created in.
         """
         if self._sqlite_path is not None:
-            problem = _sqlite_unwritable(self._sqlite_path)
+            problem = sqlite_unwritable(self._sqlite_path)
         else:
             with self._open(write=True) as catalog:
                 problem = catalog.write_refusal()
@@ -310,18 +318,6 @@ class Gateway:
         result = schema.upgrade(self.engine)
         self._schema_checked = False
         return result
-
-
-def _sqlite_unwritable(path: Path) -> str | None:
-    """Why the SQLite catalogue at ``path`` cannot be written, or None if it can: the
-    file (with its WAL files) and its folder must be writable; a file that does not
-    exist yet, its nearest existing folder."""
-    if path.exists():
-        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            if file.exists() and not os.access(file, os.W_OK):
-                return f"{file} is not writable"
-    folder = unwritable_folder(path.parent)
-    return f"the folder {folder} is not writable" if folder is not None else None
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._format import printable
 from ..errors import RegistryError
 
 if TYPE_CHECKING:
@@ -57,10 +58,10 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except RegistryError as exc:
-            raise click.ClickException(one_line(exc.cli_message)) from None
+            raise click.ClickException(printable(one_line(exc.cli_message))) from None
         except OSError as exc:
             raise click.ClickException(
-                one_line(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+                printable(one_line(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")))
             ) from None
         except Exception as exc:
             # Only a command that went through SQLAlchemy can raise its errors; checking
@@ -68,7 +69,9 @@ class Group(click.Group):
             sa_exc = sys.modules.get("sqlalchemy.exc")
             if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
                 detail = one_line(str(getattr(exc, "orig", None) or exc)).split("; ")[0]
-                raise click.ClickException(f"catalogue database error: {detail}") from None
+                raise click.ClickException(
+                    printable(f"catalogue database error: {detail}")
+                ) from None
             raise
 
 

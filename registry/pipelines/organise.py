@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TypeVar
 
+from .._format import quoted
 from ..catalog.gateway import Catalog, Contention, Gateway, VersionRow
 from ..errors import InvalidArgumentError
 from ..records import Event, ModelVersion
@@ -130,7 +131,7 @@ def untag(gateway: Gateway, ref: Ref, keys: list[str]) -> ModelVersion:
         missing = [k for k in keys if k not in old]
         if missing:
             raise InvalidArgumentError(
-                f"{version.name}:{version.version} has no tag {', '.join(map(repr, missing))}"
+                f"{version.name}:{version.version} has no tag {', '.join(map(quoted, missing))}"
             )
         removed = catalog.remove_tags(version.id, keys)
         change = catalog.record_event("untag", version, {k: old[k] for k in removed}, {})

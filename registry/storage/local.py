@@ -17,6 +17,7 @@ import errno
 import mmap
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -200,8 +201,9 @@ class LocalStore:
             _fsync_dir(final.parent)
         except PackMissing:
             raise
-        except OSError as exc:
+        except OSError as exc:  # no version names the pack: none of it may stay
             tmp.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
             raise StorageError(f"cannot write to the tensor store at {self.root}: {exc}") from exc
 
     def abandon(self, written: PackWritten) -> None:
@@ -262,12 +264,24 @@ class LocalStore:
         """
         path = self.pack_path(pack_id)
         try:
-            with open(path, "rb") as f:
-                return MappedPack(pack_id, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+            # Non-blocking, and only a regular file: a FIFO put in a pack's place must
+            # not hang the reader, nor a device feed it.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise StorageError(f"cannot read pack {path}: not a regular file")
+                if st.st_size == 0:  # mmap refuses an empty file; it holds no tensor
+                    return MappedPack(pack_id, bytearray())
+                return MappedPack(pack_id, mmap.mmap(fd, 0, access=mmap.ACCESS_COPY))
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             raise PackMissing(
                 f"pack {pack_id} is missing from the tensor store at {self.root}"
             ) from None
+        except StorageError:
+            raise
         except (OSError, ValueError) as exc:
             raise StorageError(f"cannot read pack {path}: {exc}") from exc
 
@@ -275,7 +289,7 @@ class LocalStore:
 class MappedPack:
     """A pack mapped copy-on-write: views of it are zero-copy and private to this map."""
 
-    def __init__(self, pack_id: str, mapped: mmap.mmap):
+    def __init__(self, pack_id: str, mapped: mmap.mmap | bytearray):
         self.pack_id, self._mapped = pack_id, mapped
 
     def __len__(self) -> int:

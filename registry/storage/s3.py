@@ -335,7 +335,7 @@ class S3Store:
         it at once (no object is ever made); deleting by deleting a key that is never
         written (success for a writer, AccessDenied for a reader; on a versioned bucket
         that leaves a delete marker, which holds no data)."""
-        key = self.location.prefix + _WRITE_PROBE
+        key = self.location.prefix + "packs/" + _WRITE_PROBE  # listed: gc aborts a leak
         upload = self._call("checking write access", "create_multipart_upload", Key=key)["UploadId"]
         self._abort(key, upload)
         if deleting:
@@ -439,7 +439,13 @@ class S3Store:
             for chunk in answer["Body"].iter_chunks(_READ_CHUNK):
                 if position + len(chunk) > end:
                     raise StorageError(f"pack {pack_id} in {self.url} sent more than was asked")
-                sink(position, chunk)
+                try:
+                    sink(position, chunk)
+                except OSError as exc:  # the cache's disk, not the store
+                    raise StorageError(
+                        f"cannot write to the read cache at {self.cache.folder}: "
+                        f"{exc.strerror or exc}"
+                    ) from None
                 position += len(chunk)
         except _Missing:
             raise self._pack_missing(pack_id) from None
