@@ -32,7 +32,9 @@ def sqlite_unwritable(path: Path) -> str | None:
     needs its nearest existing folder writable. Asked without writing anything."""
     if path.exists():
         for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            if file.exists() and not os.access(file, os.W_OK):
+            # The last connection to close removes -wal and -shm: a file that went
+            # between the two questions is no refusal.
+            if file.exists() and not os.access(file, os.W_OK) and file.exists():
                 return f"{file} is not writable"
     folder = unwritable_folder(path.parent)
     return f"the folder {folder} is not writable" if folder is not None else None

@@ -449,6 +449,7 @@ def test_upgrade_from_0003_keeps_old_versions(home: Path, outside_git: Path):
     from sqlalchemy import create_engine, inspect
 
     from registry.catalog import schema
+    from registry.catalog.revision import SCHEMA_REVISION
 
     with Registry(home=home) as reg:
         reg.push(tiny_state(0), "m", arch=TINY, tags={"stage": "dev"})
@@ -463,7 +464,8 @@ def test_upgrade_from_0003_keeps_old_versions(home: Path, outside_git: Path):
     assert refused.returncode == 1 and "registry db upgrade" in refused.stderr
 
     upgraded = run_cli("db", "upgrade", check=True)
-    assert upgraded.stdout.strip() == "0004" and "from 0003 to 0004" in upgraded.stderr
+    head = SCHEMA_REVISION
+    assert upgraded.stdout.strip() == head and f"from 0003 to {head}" in upgraded.stderr
     with Registry(home=home) as reg:
         old = reg.get("m:1")
         assert old.tags == {"stage": "prod"}
