@@ -16,8 +16,8 @@ the only outcomes allowed:
   cannot read must not be accepted; and ``Registry.verify`` finds the version whole;
 - a ``RegistryError``, after which nothing new is stored (no version, no pack), and a
   CheckpointError names the file on one line;
-- never another exception, never a hang: each push, load and verify runs under a
-  faulthandler watchdog that ends the process, tracebacks printed, after CALL_TIMEOUT.
+- never another exception, never a hang: each push, load and verify runs under
+  ``fuzzing.bounded`` (a SIGALRM after CALL_TIMEOUT seconds, faulthandler after twice that).
 
 The default run has a bounded number of examples per property; ``-m slow`` runs the
 same properties with more (``test_*_long``).
@@ -25,7 +25,6 @@ same properties with more (``test_*_long``).
 
 from __future__ import annotations
 
-import faulthandler
 import io
 import itertools
 import json
@@ -35,13 +34,13 @@ import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, note, settings
+from fuzzing import bounded, fuzz_settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from safetensors.torch import load_file, save_file
@@ -50,16 +49,9 @@ from registry import Registry, register_architecture, unregister_architecture
 from registry.errors import CheckpointError, RegistryError
 
 ARCH = "fuzz_checkpoint_net"
-#: Seconds a push (or the load and verify after it) may take before the process is ended.
-CALL_TIMEOUT = 60
 
-FUZZ = settings(
-    max_examples=150,
-    deadline=None,
-    database=None,  # no saved examples in the work tree: every run starts afresh
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-LONG = settings(FUZZ, max_examples=1000)
+FUZZ = fuzz_settings(150)
+LONG = fuzz_settings(1000)
 
 
 class FuzzNet(torch.nn.Module):
@@ -302,15 +294,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registr
 _names = itertools.count()
 
 
-@contextmanager
-def watchdog() -> Iterator[None]:
-    faulthandler.dump_traceback_later(CALL_TIMEOUT, exit=True)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-
-
 def _stored(reg: Registry, home: Path) -> tuple[list[str], list[Path]]:
     return [mv.ref for mv in reg.list()], sorted((home / "objects").rglob("*.pack"))
 
@@ -340,7 +323,7 @@ def push_and_check(reg: Registry, home: Path, folder: Path, data: bytes, suffix:
     path.write_bytes(data)
     before = _stored(reg, home)
     name = f"fuzz-{next(_names)}"
-    with watchdog():
+    with bounded():
         try:
             mv = reg.push(path, name, arch=ARCH)
         except RegistryError as error:

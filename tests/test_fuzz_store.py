@@ -12,9 +12,9 @@ outcomes allowed:
   exported under its digest, and the registry verifies clean afterwards; a version read
   from a damaged store gives bit for bit what was pushed;
 - a ``RegistryError``: any other exception fails the test (hypothesis then shrinks it);
-- never a hang: each call runs under a SIGALRM of CALL_TIMEOUT seconds that fails the
-  test (and ``faulthandler.dump_traceback_later(exit=True)`` after twice that, should a
-  loop in C never let the alarm through);
+- never a hang: each call runs under ``fuzzing.bounded`` (a SIGALRM of CALL_TIMEOUT
+  seconds that fails the test, and faulthandler after twice that, should a loop in C
+  never let the alarm through);
 - never silence: a version whose stored bytes changed fails ``load`` and is reported
   by ``verify``, exactly the damaged tensors.
 
@@ -25,13 +25,11 @@ same properties with 200-400 examples each (under 2 minutes).
 from __future__ import annotations
 
 import copy
-import faulthandler
 import hashlib
 import io
 import json
 import os
 import shutil
-import signal
 import struct
 import tarfile
 import tempfile
@@ -45,7 +43,8 @@ from typing import Any
 import pytest
 import torch
 from conftest import make_model
-from hypothesis import HealthCheck, event, given, settings
+from fuzzing import bounded, fuzz_settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
@@ -60,16 +59,9 @@ from registry.tensors import raw_bytes
 ARCH = "squeezenet1_1"
 KWARGS = {"num_classes": 2}
 HEAD = ("classifier.1.weight", "classifier.1.bias")
-#: Seconds one registry call may take before the test process is ended as hung.
-CALL_TIMEOUT = 60
 
-FUZZ = settings(
-    max_examples=60,
-    deadline=None,
-    database=None,  # no saved examples in the work tree: every run starts afresh
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-LONG = settings(FUZZ, max_examples=400)
+FUZZ = fuzz_settings(60)
+LONG = fuzz_settings(400)
 
 
 # -- the source registry, bundles and packs (built once) ------------------------------------
@@ -139,31 +131,6 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
 
 
 # -- running a call with the only outcomes allowed ------------------------------------------
-
-
-class Hung(AssertionError):
-    """A call outlived its bound."""
-
-
-@contextmanager
-def bounded(seconds: float = CALL_TIMEOUT) -> Iterator[None]:
-    """Fail with Hung if the block runs longer than ``seconds`` (SIGALRM: it interrupts
-    Python loops and blocking system calls alike, and the test fails with a traceback);
-    should the alarm never get through (a loop in C holding the GIL), faulthandler ends
-    the process after twice that, printing every thread's traceback."""
-
-    def hung(signum: int, frame: Any) -> None:
-        raise Hung(f"a call ran longer than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    faulthandler.dump_traceback_later(2 * seconds, exit=True)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        faulthandler.cancel_dump_traceback_later()
 
 
 def attempt(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
