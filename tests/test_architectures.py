@@ -79,7 +79,6 @@ def test_a_stored_import_path_cannot_run_arbitrary_code(
     assert reg.load_state_dict(mv.ref)  # the weights themselves are still there
 
 
-
 def test_push_and_load_by_import_path(reg: Registry):
     torch.manual_seed(0)
     model = models.TinyNet(hidden=64).eval()

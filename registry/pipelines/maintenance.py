@@ -159,8 +159,7 @@ def _plan_orphans(
     for f in files:
         if f.finished and f.pack_id in packs:
             continue
-        row = f.pack_id in pending
-        if row:
+        if f.pack_id in pending:
             with_files.add(f.pack_id)
             alive = writer_running(f.pack_id)
             if alive:
@@ -183,9 +182,6 @@ def _plan_orphans(
             )
         }
     )
-    # A row kept while its file goes would let its writer commit a missing pack: a row
-    # whose writer runs keeps its files too (a running writer's file is never listed
-    # as an orphan above).
     plan.freed += sum(f.size for f in plan.orphans)
 
 
