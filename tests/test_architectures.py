@@ -79,6 +79,21 @@ def test_a_stored_import_path_cannot_run_arbitrary_code(
     assert reg.load_state_dict(mv.ref)  # the weights themselves are still there
 
 
+def test_a_stored_registering_module_in_the_standard_library_is_not_imported(
+    reg: Registry, home: Path, monkeypatch
+):
+    """A version whose recorded registering module (a catalogue row, or a bundle) names a
+    standard-library module: load resolves the name without importing it."""
+    import sqlite3
+
+    monkeypatch.delitem(sys.modules, "this", raising=False)
+    mv = reg.push(make_model("resnet18").state_dict(), "m", arch="resnet18")
+    with sqlite3.connect(home / "registry.db") as db:
+        db.execute("UPDATE versions SET arch_module = 'this'")  # prints the Zen on import
+    assert isinstance(reg.load(mv.ref), torch.nn.Module)
+    assert "this" not in sys.modules
+
+
 def test_push_and_load_by_import_path(reg: Registry):
     torch.manual_seed(0)
     model = models.TinyNet(hidden=64).eval()

@@ -93,7 +93,9 @@ def resolve_stored(name: str, module: str | None) -> Architecture:
     """The architecture a stored version names, as :func:`resolve` finds it; a name that
     was registered in code by ``module`` when the version was pushed, and is not
     registered in this process, imports ``module`` first (the same trust as an import
-    path). Raises ArchitectureNotFoundError naming the module when that fails."""
+    path; never a standard-library module, which a stored row or a bundle could name
+    for its import's side effects). Raises ArchitectureNotFoundError naming the module
+    when that fails."""
     if module == "__main__" and name not in plugins.registered():
         try:
             return resolve(name)
@@ -103,7 +105,8 @@ def resolve_stored(name: str, module: str | None) -> Architecture:
                 f"(__main__); register it in this process (@registry.architecture({name!r})) "
                 "before loading"
             ) from None
-    if module and name not in plugins.registered() and ":" not in name:
+    stdlib = module is not None and module.split(".")[0] in _STDLIB  # registers no model
+    if module and not stdlib and name not in plugins.registered() and ":" not in name:
         try:
             import_module(module, f"architecture {name!r} (it registered the name at push)")
         except ArchitectureNotFoundError:
