@@ -34,7 +34,7 @@ def sqlite_unwritable(path: Path) -> str | None:
         for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             # The last connection to close removes -wal and -shm: a file that went
             # between the two questions is no refusal.
-            if file.exists() and not os.access(file, os.W_OK) and file.exists():
+            if not os.access(file, os.W_OK) and file.exists():
                 return f"{file} is not writable"
     folder = unwritable_folder(path.parent)
     return f"the folder {folder} is not writable" if folder is not None else None

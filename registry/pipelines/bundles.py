@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from .._progress import begin
-from ..catalog.gateway import Catalog, Contention, Gateway, PackCollected, VersionRow
+from ..catalog.gateway import Catalog, Contention, Gateway, VersionRow
 from ..errors import IntegrityError, InvalidArgumentError
 from ..records import PROVENANCE_FIELDS, ModelVersion
-from ..storage import PackMissing, PackWritten, Store, checksum_many, new_pack_id
+from ..storage import PackWritten, Store, checksum_many
 from .bundle_file import (
     EXTRA_KEYS,
     Bundle,
@@ -32,6 +32,7 @@ from .bundle_file import (
     write_bundle,
 )
 from .merge import add_to_existing
+from .pending import give_up, start_pending_pack, wait_pending
 from .read import open_version
 
 _ATTEMPTS = 3
@@ -140,13 +141,9 @@ def _commit(
 ) -> PackWritten | None:
     """Write the tensors not stored here as one pack, then every version's rows in one
     write transaction, committed after the pack is durable; the pack, if any."""
-    pack_id = new_pack_id() if data else None
-    if pack_id is not None:
-        gateway.hold_pack(pack_id, "import")  # gc leaves the pack alone while we run
-    written = None
+    written = start_pending_pack(gateway, store, data, "import") if data else None
     committed = False
     try:
-        written = store.start_pack(data, pack_id=pack_id) if data else None
         if written is not None and written.digests != missing:  # pragma: no cover
             raise IntegrityError("bundle blobs changed while they were being stored")
         with gateway.write() as catalog:
@@ -164,16 +161,11 @@ def _commit(
                 else:
                     _add(catalog, state, v)
             if written is not None:
-                try:
-                    written.wait()  # the pack is durable before the rows naming it
-                except PackMissing:  # a gc took it before it was whole
-                    raise PackCollected(written.pack_id) from None
+                wait_pending(written)  # the pack is durable before the rows naming it
         committed = True
     finally:
-        if pack_id is not None and not committed:
-            if written is not None:
-                store.abandon(written)
-            gateway.release_pack(pack_id)
+        if written is not None and not committed:
+            give_up(gateway, store, written)
     return written
 
 

@@ -10,13 +10,14 @@
    digest where the store is remote (no download to push a fine-tune).
 4. **Write** the tensors whose bytes are new as one pack (``Store.start_pack``), hashed
    with sha256 while they are written; the pack's ``pending_packs`` row is committed
-   first (``Gateway.hold_pack``), so gc leaves it alone while this process runs.
+   first (``pending.start_pending_pack``), so gc leaves it alone while this process runs.
 5. **Commit** the rows in one short write transaction, after the pack is durable. A
    :class:`Contention` (a concurrent writer, or ``gc`` removing a blob this push
    found) rolls it back; the push starts over from step 3, at most _ATTEMPTS times.
 
 A crash anywhere leaves at worst an unreferenced pack, never a version naming bytes
-that are not there; gc collects that pack once this process is gone. Must never import ``api`` or ``cli``.
+that are not there; gc collects that pack once this process is gone. Must never
+import ``api`` or ``cli``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import config, metadata
-from ..catalog.gateway import Catalog, Contention, Gateway, PackCollected, StoredBlob, VersionRow
+from ..catalog.gateway import Catalog, Contention, Gateway, StoredBlob, VersionRow
 from ..errors import InvalidArgumentError, StorageError, VersionNotFoundError
 from ..keyvalue import check_description, validate_arch_kwargs, validate_tags
 from ..records import ModelVersion, PushReport
@@ -41,11 +42,11 @@ from ..storage import (
     Store,
     checksum_many,
     manifest_digest,
-    new_pack_id,
     same_bytes,
     sha256_many,
 )
 from .merge import add_to_existing
+from .pending import give_up, start_pending_pack, wait_pending
 
 if TYPE_CHECKING:
     from ..provenance import Provenance
@@ -226,18 +227,14 @@ def push(
             gone.add(exc.pack_id)
             continue
         new = [prepared.views[i] for i in plan.fresh]
-        pack_id = None
-        if new:
-            if not asked:
-                # The pack goes to the store before the rows go to the catalogue: ask the
-                # catalogue first, so a read-only user is refused before anything is written.
-                gateway.check_writable()
-                asked = True
-            pack_id = new_pack_id()
-            gateway.hold_pack(pack_id, "push")  # gc leaves the pack alone while we run
+        if new and not asked:
+            # The pack goes to the store before the rows go to the catalogue: ask the
+            # catalogue first, so a read-only user is refused before anything is written.
+            gateway.check_writable()
+            asked = True
+        plan.written = start_pending_pack(gateway, store, new, "push", progress) if new else None
         keep = False
         try:
-            plan.written = store.start_pack(new, progress, pack_id=pack_id) if new else None
             _settle_digests(prepared, plan)
             record, report = _commit(gateway, request, pushed, prepared, plan)
             keep = report.bytes_written > 0  # committed rows name the pack
@@ -246,10 +243,8 @@ def push(
                 raise
             continue
         finally:
-            if pack_id is not None and not keep:
-                if plan.written is not None:
-                    store.abandon(plan.written)
-                gateway.release_pack(pack_id)
+            if plan.written is not None and not keep:
+                give_up(gateway, store, plan.written)
         return replace(record, pushed=report)
     raise Contention(  # pragma: no cover - every attempt found a pack gone
         "the tensor store kept changing under this push (a gc running?); push again"
@@ -297,10 +292,7 @@ def _commit(
     if written is not None:
         # The pack is durable (uploaded and its size confirmed) before the transaction
         # that names it starts: no lock is held while bytes travel.
-        try:
-            written.wait()
-        except PackMissing:  # a gc took it before it was whole (gc --grace 0 elsewhere)
-            raise PackCollected(written.pack_id) from None
+        wait_pending(written)
     with gateway.write() as catalog:
         if request.parent is not None:
             _check_parent(catalog, *request.parent)
