@@ -23,15 +23,17 @@ _ATTEMPTS = 5
 T = TypeVar("T")
 
 
-def _in_write(gateway: Gateway, change: Callable[[Catalog], T]) -> T:
-    """Run ``change`` in a write transaction, again from the start (looking the version
-    up anew) when it met a concurrent writer's change: on PostgreSQL a version removed
-    between the look-up and an insert that names it is a Contention, and the next
-    look-up says it was removed."""
+def _change(gateway: Gateway, ref: Ref, apply: Callable[[Catalog, VersionRow], T]) -> T:
+    """Run ``apply`` on the version ``ref`` names, in a write transaction that holds it
+    (``Catalog.hold_version``: a removal meanwhile waits, or was seen and says so); again
+    from the look-up when it met a concurrent writer's change (a Contention: on
+    PostgreSQL, a row another transaction committed meanwhile)."""
     for attempt in range(_ATTEMPTS):
         try:
             with gateway.write() as catalog:
-                return change(catalog)
+                version = catalog.resolve(ref)
+                catalog.hold_version(version)
+                return apply(catalog, version)
         except Contention:
             if attempt == _ATTEMPTS - 1:
                 raise
@@ -46,9 +48,7 @@ def _record(catalog: Catalog, version: VersionRow, change: Event | None) -> Mode
 def alias(gateway: Gateway, ref: Ref, name: str) -> ModelVersion:
     """Point alias ``name`` at the version ``ref`` names, moving it if it pointed elsewhere."""
 
-    def apply(catalog: Catalog) -> ModelVersion:
-        version = catalog.resolve(ref)
-        catalog.hold_version(version)
+    def apply(catalog: Catalog, version: VersionRow) -> ModelVersion:
         previous = catalog.alias_target(version.model_id, name)
         change = None
         if previous is None or previous[0] != version.id:  # a move to where it is: no change
@@ -61,31 +61,27 @@ def alias(gateway: Gateway, ref: Ref, name: str) -> ModelVersion:
             )
         return _record(catalog, version, change)
 
-    return _in_write(gateway, apply)
+    return _change(gateway, ref, apply)
 
 
 def unalias(gateway: Gateway, ref: Ref) -> ModelVersion:
     """Delete the alias ``ref`` names; the record of the version it pointed at."""
     assert ref.alias is not None
 
-    def apply(catalog: Catalog) -> ModelVersion:
-        version = catalog.resolve(ref)
-        catalog.hold_version(version)
+    def apply(catalog: Catalog, version: VersionRow) -> ModelVersion:
         catalog.delete_alias(version.model_id, ref.alias)
         change = catalog.record_event(
             "unalias", version, {"alias": ref.alias, "version": version.version}, None
         )
         return _record(catalog, version, change)
 
-    return _in_write(gateway, apply)
+    return _change(gateway, ref, apply)
 
 
 def describe(gateway: Gateway, ref: Ref, description: str | None) -> ModelVersion:
     """Set (or with None, clear) a version's description."""
 
-    def apply(catalog: Catalog) -> ModelVersion:
-        version = catalog.resolve(ref)
-        catalog.hold_version(version)
+    def apply(catalog: Catalog, version: VersionRow) -> ModelVersion:
         change = None
         if description != version.description:
             catalog.set_description(version.id, description)
@@ -97,16 +93,14 @@ def describe(gateway: Gateway, ref: Ref, description: str | None) -> ModelVersio
             )
         return _record(catalog, version, change)
 
-    return _in_write(gateway, apply)
+    return _change(gateway, ref, apply)
 
 
 def tag(gateway: Gateway, ref: Ref, tags: Mapping[str, str]) -> ModelVersion:
     """Add or overwrite tags (validated, at least one); the event holds the old and new
     values of the tags that changed."""
 
-    def apply(catalog: Catalog) -> ModelVersion:
-        version = catalog.resolve(ref)
-        catalog.hold_version(version)
+    def apply(catalog: Catalog, version: VersionRow) -> ModelVersion:
         old = catalog.tags_of(version.id)
         changed = {k: v for k, v in tags.items() if old.get(k) != v}
         change = None
@@ -117,16 +111,14 @@ def tag(gateway: Gateway, ref: Ref, tags: Mapping[str, str]) -> ModelVersion:
             )
         return _record(catalog, version, change)
 
-    return _in_write(gateway, apply)
+    return _change(gateway, ref, apply)
 
 
 def untag(gateway: Gateway, ref: Ref, keys: list[str]) -> ModelVersion:
     """Remove tags by key; InvalidArgumentError (and nothing removed) for a key the
     version does not have."""
 
-    def apply(catalog: Catalog) -> ModelVersion:
-        version = catalog.resolve(ref)
-        catalog.hold_version(version)
+    def apply(catalog: Catalog, version: VersionRow) -> ModelVersion:
         old = catalog.tags_of(version.id)
         missing = [k for k in keys if k not in old]
         if missing:
@@ -137,15 +129,13 @@ def untag(gateway: Gateway, ref: Ref, keys: list[str]) -> ModelVersion:
         change = catalog.record_event("untag", version, {k: old[k] for k in removed}, {})
         return _record(catalog, version, change)
 
-    return _in_write(gateway, apply)
+    return _change(gateway, ref, apply)
 
 
 def remove(gateway: Gateway, ref: Ref, *, force: bool) -> ModelVersion:
     """Delete a version from the catalogue (see ``Registry.remove``); its record as it was."""
 
-    def apply(catalog: Catalog) -> ModelVersion:
-        version = catalog.resolve(ref)
-        catalog.hold_version(version)
+    def apply(catalog: Catalog, version: VersionRow) -> ModelVersion:
         record = catalog.records([version])[0]
         if record.aliases and not force:
             names = ", ".join(f"{version.name}:{a}" for a in record.aliases)
@@ -165,4 +155,4 @@ def remove(gateway: Gateway, ref: Ref, *, force: bool) -> ModelVersion:
         catalog.delete_version(version.id)
         return record
 
-    return _in_write(gateway, apply)
+    return _change(gateway, ref, apply)
