@@ -96,3 +96,82 @@ def test_a_change_to_a_version_removed_meanwhile(
             CHANGES[change](reg, "m:1")
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("tags", [{}, {"run": "again"}], ids=["same", "more-tags"])
+def test_a_push_of_stored_weights_meets_their_removal(
+    tags: dict[str, str], reg: Registry, home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A push finds its weights stored as m:1 and another process removes m:1 before
+    the push reads it back (found by the soak on PostgreSQL, where a write transaction
+    reads each statement afresh): the push's look-up holds the version, so the removal
+    waits for the push's commit; the push returns m:1 with its tags, then m:1 goes.
+    (Before, the push failed "removed meanwhile", or made m:2 after a clash.)"""
+    import threading
+
+    push(reg, 1)
+    real = Catalog.version_by_digest
+    other = Registry(home=home)
+    removal: list[object] = []
+
+    def removes() -> None:
+        try:
+            removal.append(other.remove("m:1"))
+        except Exception as exc:  # pragma: no cover - shown by the assertion below
+            removal.append(exc)
+
+    thread = threading.Thread(target=removes)
+
+    def version_by_digest(self, name, digest, hold=False):
+        row = real(self, name, digest, hold)
+        monkeypatch.setattr(Catalog, "version_by_digest", real)
+        thread.start()  # the removal runs now, while this push is between statements
+        thread.join(1.0)  # held: it waits for this push's commit (without: it commits)
+        return row
+
+    monkeypatch.setattr(Catalog, "version_by_digest", version_by_digest)
+    try:
+        mv = push(reg, 1, tags=tags)
+        thread.join(30)
+    finally:
+        other.close()
+    assert mv.ref == "m:1" and mv.tags == tags
+    assert len(removal) == 1 and not isinstance(removal[0], Exception), removal
+    assert reg.list() == []
+    updated = ["push-update"] if tags else []
+    assert [e.kind for e in reg.log("m")] == ["remove", *updated, "push"]  # newest first
+
+
+def test_a_wal_file_gone_for_a_moment_is_no_refusal(
+    reg: Registry, home: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+):
+    """SQLite removes -shm when its last connection closes and makes it again on the
+    next open; a writability check that met the gap refused a push as read-only (found
+    by the soak test). Here the access check misses the file once, as in that gap:
+    the push goes on; a file that really refuses writes is still refused."""
+    if backend == "team":
+        pytest.skip("the WAL files belong to the SQLite catalogue")
+    import os
+
+    from registry import _files
+    from registry.errors import CatalogReadOnlyError
+
+    push(reg, 1)
+    shm = home / "registry.db-shm"
+    assert shm.exists()
+    real = os.access
+    missed: list[str] = []
+
+    def access(path, mode, **kw):
+        if str(path) == str(shm) and not missed:
+            missed.append(str(path))
+            return False  # as if it had been removed and made again meanwhile
+        return real(path, mode, **kw)
+
+    monkeypatch.setattr(_files.os, "access", access)
+    assert push(reg, 2).ref == "m:2" and missed
+    monkeypatch.setattr(
+        _files.os, "access", lambda path, mode, **kw: str(path) != str(shm) and real(path, mode)
+    )
+    with pytest.raises(CatalogReadOnlyError, match="registry.db-shm is not writable"):
+        push(reg, 3)

@@ -172,9 +172,18 @@ class VersionQueries(Statements):
             )
         return VersionRow.of(rows[0])
 
-    def version_by_digest(self, name: str, digest: str) -> VersionRow | None:
-        """The version of ``name`` holding exactly these weights, if there is one."""
-        rows = self.execute(FROM_VERSIONS + " WHERE m.name = ? AND v.digest = ?", (name, digest))
+    def version_by_digest(self, name: str, digest: str, hold: bool = False) -> VersionRow | None:
+        """The version of ``name`` holding exactly these weights, if there is one.
+
+        ``hold`` (in a write transaction about to change or return that version): keep it
+        from being removed until the transaction ends, as ``hold_version`` does. On
+        PostgreSQL a removal committed between the look-up and the lock makes the row
+        disappear from the answer (None: the caller makes a new version) instead of from
+        a later read."""
+        sql = FROM_VERSIONS + " WHERE m.name = ? AND v.digest = ?"
+        if hold and not self.sqlite:
+            sql += " FOR UPDATE OF v"
+        rows = self.execute(sql, (name, digest))
         return VersionRow.of(rows[0]) if rows else None
 
     def version_ref(self, version_id: int) -> str:

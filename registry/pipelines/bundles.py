@@ -155,7 +155,7 @@ def _commit(
                     list(zip(missing, written.offsets, sizes, checksum_many(data))),
                 )
             for v in versions:
-                existing = catalog.version_by_digest(v.name, v.digest)
+                existing = catalog.version_by_digest(v.name, v.digest, hold=True)
                 if existing is not None:
                     _merge(catalog, state, v, existing)
                 else:

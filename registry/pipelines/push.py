@@ -296,7 +296,7 @@ def _commit(
     with gateway.write() as catalog:
         if request.parent is not None:
             _check_parent(catalog, *request.parent)
-        existing = catalog.version_by_digest(name, version_digest)
+        existing = catalog.version_by_digest(name, version_digest, hold=True)
         changed: tuple[str, ...] = ()
         if existing is not None:
             changed = _update_existing(catalog, existing, request, pushed, prepared)
