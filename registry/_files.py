@@ -32,12 +32,22 @@ def sqlite_unwritable(path: Path) -> str | None:
     needs its nearest existing folder writable. Asked without writing anything."""
     if path.exists():
         for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            # The last connection to close removes -wal and -shm: a file that went
-            # between the two questions is no refusal.
-            if not os.access(file, os.W_OK) and file.exists():
+            if _refuses_writes(file):
                 return f"{file} is not writable"
     folder = unwritable_folder(path.parent)
     return f"the folder {folder} is not writable" if folder is not None else None
+
+
+def _refuses_writes(file: Path, rounds: int = 3) -> bool:
+    """Whether ``file`` exists and this process may not write it. The last connection
+    to close removes ``-wal`` and ``-shm`` and the next one makes them again, so one
+    failed access may mean only that the file was gone at that moment (found by the
+    soak test): it refuses only if the access failed in each of ``rounds`` rounds,
+    each time just after the file was seen to exist."""
+    for _ in range(rounds):
+        if not file.exists() or os.access(file, os.W_OK):
+            return False
+    return True
 
 
 def sqlite_read_only_uri(path: Path) -> str | None:
