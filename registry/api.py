@@ -23,10 +23,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config
-from .catalog.gateway import SORTS, Gateway
+from .catalog.gateway import MODEL_SORTS, SORTS, Gateway
 from .errors import InvalidArgumentError
 from .keyvalue import check_description, parse_date, validate_tags
-from .records import Diff, Event, GcReport, ModelVersion, VerifyReport
+from .records import (
+    Diff,
+    Event,
+    GcReport,
+    ModelSummary,
+    ModelVersion,
+    StorageReport,
+    VerifyReport,
+)
 from .refs import parse_ref, validate_alias, validate_name
 from .storage import Store, store_for
 
@@ -144,6 +152,69 @@ class Registry:
         """How many versions :meth:`list` would give with these filters and no limit."""
         with self._gateway.read() as catalog:
             return catalog.count_versions(**_filters(name, tags, arch, since, before))
+
+    def models(
+        self,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        arch: str | None = None,
+        since: datetime | str | None = None,
+        before: datetime | str | None = None,
+        sort: str = "latest",
+        reverse: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ModelSummary]:
+        """Model names with at least one version matching every filter (the filters of
+        :meth:`list`), each with its latest version, number of versions, aliases and
+        last push. ``sort`` is ``latest`` (last push, newest first), ``name``,
+        ``versions`` (most first) or ``size`` (largest latest version first);
+        ``reverse`` flips it; ``limit``/``offset`` give one page. Reads the catalogue
+        only: three statements whatever the page size.
+
+        Raises InvalidArgumentError for an unknown sort, a negative limit or offset,
+        a malformed filter.
+        """
+        filters = _filters(name, tags, arch, since, before)
+        if sort not in MODEL_SORTS:
+            raise InvalidArgumentError(f"unknown sort {sort!r}: use {', '.join(MODEL_SORTS)}")
+        if (limit is not None and limit < 0) or offset < 0:
+            raise InvalidArgumentError("limit and offset cannot be negative")
+        with self._gateway.read() as catalog:
+            found = catalog.model_summaries(
+                **filters, sort=sort, reverse=reverse, limit=limit, offset=offset
+            )
+            latest = catalog.records([row for row, *_ in found])
+            aliases = catalog.model_aliases([row.model_id for row, *_ in found])
+        return [
+            ModelSummary(row.name, mv, count, last, nbytes, aliases[row.model_id])
+            for (row, count, last, nbytes), mv in zip(found, latest)
+        ]
+
+    def count_models(
+        self,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        arch: str | None = None,
+        since: datetime | str | None = None,
+        before: datetime | str | None = None,
+    ) -> int:
+        """How many models :meth:`models` would give with these filters and no limit."""
+        with self._gateway.read() as catalog:
+            return catalog.count_models(**_filters(name, tags, arch, since, before))
+
+    def storage(self, *, gc: bool = True) -> StorageReport:
+        """Bytes of all versions against bytes stored: what deduplication saved and,
+        with ``gc`` (a dry run of :meth:`gc`: it lists the store), what ``gc`` would
+        free. Reads only; torch is not imported."""
+        with self._gateway.read() as catalog:
+            logical, unique, stored, packs = catalog.storage_totals()
+            versions = catalog.count_versions()
+            models = catalog.count_models()
+        report = self.gc(dry_run=True) if gc else None
+        return StorageReport(versions, models, logical, unique, stored, packs, report)
 
     def lineage(self, ref: str) -> list[ModelVersion]:
         """The version, then its parent, grandparent, ... as recorded by ``push(parent=)``."""

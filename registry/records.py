@@ -158,6 +158,66 @@ class ModelVersion:
         return out
 
 
+@dataclass(frozen=True)
+class ModelSummary:
+    """One model name at a glance: its latest version, how many it has, its aliases."""
+
+    name: str
+    latest: ModelVersion  # the highest-numbered version, without its tensor table
+    versions: int  # how many versions the model has now
+    last_pushed_at: datetime  # the newest version's creation time (UTC)
+    total_bytes: int  # the tensor bytes of all its versions, counted per version
+    aliases: dict[str, int] = field(default_factory=dict)  # alias -> version number
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": self.versions,
+            "latest": self.latest.to_dict(tensors=False),
+            "aliases": dict(self.aliases),
+            "last_pushed_at": self.last_pushed_at.isoformat(),
+            "total_bytes": self.total_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class StorageReport:
+    """How many bytes the versions hold against how many the store keeps.
+
+    ``logical_bytes`` counts every version's tensors as if each were a file of its
+    own (a state dict saved per version); ``unique_bytes`` counts each distinct tensor
+    once (what content addressing keeps); ``stored_bytes`` is the size of the packs
+    the catalogue names (``unique_bytes`` plus pack headers and tensors no version
+    uses until ``gc`` removes them). ``gc`` is a dry run's report: what ``gc`` would
+    free now, files no version names included.
+    """
+
+    versions: int
+    models: int
+    logical_bytes: int
+    unique_bytes: int
+    stored_bytes: int
+    packs: int
+    gc: GcReport | None = None
+
+    @property
+    def saved_bytes(self) -> int:
+        """What deduplication saves: logical bytes not stored a second time (>= 0)."""
+        return max(self.logical_bytes - self.unique_bytes, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "versions": self.versions,
+            "models": self.models,
+            "logical_bytes": self.logical_bytes,
+            "unique_bytes": self.unique_bytes,
+            "stored_bytes": self.stored_bytes,
+            "saved_bytes": self.saved_bytes,
+            "packs": self.packs,
+            "gc": self.gc.to_dict() if self.gc is not None else None,
+        }
+
+
 #: Where a version came from, by the names ModelVersion, the catalogue's columns and
 #: bundles share: text or None (``git_dirty`` a boolean or None). ``arch_module`` is
 #: the module that registered the architecture's name in code, if one did.

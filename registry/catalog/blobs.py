@@ -136,6 +136,14 @@ class BlobQueries(PendingQueries):
         """Digests some version's tensor uses."""
         return {d for (d,) in self.execute("SELECT DISTINCT digest FROM tensors")}
 
+    def storage_totals(self) -> tuple[int, int, int, int]:
+        """(bytes of every version's tensors, counted per version; bytes of the distinct
+        tensors the catalogue stores; bytes of the packs it names; number of packs)."""
+        (logical,) = self.execute("SELECT COALESCE(SUM(total_bytes), 0) FROM versions")[0]
+        (unique,) = self.execute("SELECT COALESCE(SUM(nbytes), 0) FROM blobs")[0]
+        stored, count = self.execute("SELECT COALESCE(SUM(nbytes), 0), COUNT(*) FROM packs")[0]
+        return int(logical), int(unique), int(stored), int(count)
+
     def packs(self) -> dict[str, int]:
         """Every pack the catalogue names, with its size in bytes."""
         return {p: int(n) for p, n in self.execute("SELECT id, nbytes FROM packs")}

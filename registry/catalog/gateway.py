@@ -55,7 +55,7 @@ from .rows import (
     is_refusal,
     refusal,
 )
-from .versions import SORTS, VersionQueries
+from .versions import MODEL_SORTS, SORTS, VersionQueries
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -321,6 +321,7 @@ class Gateway:
 
 
 __all__ = [
+    "MODEL_SORTS",
     "SORTS",
     "Catalog",
     "Contention",

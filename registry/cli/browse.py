@@ -1,5 +1,5 @@
-"""The commands that look without changing anything: ``list``, ``show``, ``diff`` and
-``log``.
+"""The commands that look without changing anything: ``list``, ``models``, ``show``,
+``diff`` and ``log``.
 
 Owns their filters and options and how their answers read: the version table, ``show``'s
 fields and tensor table, the diff table, the history table. The answers themselves
@@ -108,6 +108,70 @@ def _versions_table(versions: list[Any]) -> str:
         right=(2, 3),
         limit=CELL_LIMIT,
     )
+
+
+@click.command(cls=Command)
+@click.argument("name", required=False, type=NAME_PATTERN, metavar="[NAME|GLOB]")
+@tag_option("Only models with a version with this tag; repeatable (ANDed).")
+@click.option("--arch", help="Only models with a version of this architecture.")
+@click.option("--since", type=DATE, help="With a version created at or after DATE.")
+@click.option("--before", type=DATE, help="With a version created before DATE.")
+@click.option(
+    "--sort",
+    type=click.Choice(["latest", "name", "versions", "size"]),
+    default="latest",
+    show_default=True,
+    help="Order: last push first, by name, most versions, largest latest version.",
+)
+@click.option("--reverse", is_flag=True, help="Reverse the order.")
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=100, show_default=True,
+    help="Show at most N models (0: all).",
+)  # fmt: skip
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip the first N.")
+@json_option
+def models(
+    name: str | None,
+    tags: dict[str, str],
+    arch: str | None,
+    since: str | None,
+    before: str | None,
+    sort: str,
+    reverse: bool,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """List model names: latest version, number of versions, aliases, last push."""
+    reg = open_registry()
+    filters = {"tags": tags, "arch": arch, "since": since, "before": before}
+    found = reg.models(
+        name, **filters, sort=sort, reverse=reverse, limit=limit or None, offset=offset
+    )
+    if as_json:
+        emit_json([summary.to_dict() for summary in found])
+        return
+    if not found:
+        say("no models" + (f" named {name}" if name else "") + " match")
+        return
+    rows = [
+        [
+            s.name,
+            str(s.versions),
+            s.latest.ref,
+            s.latest.arch,
+            _format.size(s.latest.total_bytes),
+            _format.when(s.last_pushed_at),
+            " ".join(f"@{a}={v}" for a, v in s.aliases.items()),
+        ]
+        for s in found
+    ]
+    headers = ["MODEL", "VERSIONS", "LATEST", "ARCH", "SIZE", "LAST PUSH", "ALIASES"]
+    click.echo(_format.table(headers, rows, right=(1, 4), limit=CELL_LIMIT))
+    if limit and (len(found) == limit or offset):
+        total = reg.count_models(name, **filters)
+        if total > len(found):
+            say(f"showing {offset + 1:,}-{offset + len(found):,} of {total:,} models")
 
 
 @click.command(cls=Command)

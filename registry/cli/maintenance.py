@@ -22,6 +22,28 @@ from .params import REF, json_option
 
 
 @click.command(cls=Command)
+@click.option("--no-gc", is_flag=True, help="Do not list the store to say what gc would free.")
+@json_option
+def storage(no_gc: bool, as_json: bool) -> None:
+    """Bytes of all versions against bytes stored: what dedup saved, what gc would free."""
+    report = open_registry().storage(gc=not no_gc)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    size = _format.size
+    lines = [
+        ("versions", f"{report.versions:,} of {report.models:,} models"),
+        ("logical", f"{size(report.logical_bytes)} (every version's tensors, counted per version)"),
+        ("unique", f"{size(report.unique_bytes)} (each distinct tensor once)"),
+        ("stored", f"{size(report.stored_bytes)} in {report.packs:,} packs"),
+        ("dedup saved", size(report.saved_bytes)),
+    ]
+    if report.gc is not None:
+        lines.append(("gc would free", size(report.gc.bytes_freed)))
+    click.echo("\n".join(f"{k.ljust(13)}  {v}" for k, v in lines))
+
+
+@click.command(cls=Command)
 @click.option("--dry-run", is_flag=True, help="Only say what would be freed.")
 @click.option(
     "--grace",
