@@ -27,6 +27,9 @@ ENV_STORAGE_URL = "REGISTRY_STORAGE_URL"
 ENV_USER = "REGISTRY_USER"
 ENV_CACHE_DIR = "REGISTRY_CACHE_DIR"
 ENV_CACHE_MAX_SIZE = "REGISTRY_CACHE_MAX_SIZE"
+#: The web page's access token (``registry ui``): required on every request when set,
+#: and when the page is bound to anything but loopback (then generated if unset).
+ENV_UI_TOKEN = "REGISTRY_UI_TOKEN"
 
 #: The read cache's bound when REGISTRY_CACHE_MAX_SIZE is not set, in bytes.
 DEFAULT_CACHE_MAX_BYTES = 10 * 10**9
@@ -78,6 +81,11 @@ class Settings:
         else ``HOME/cache/packs``."""
         env = os.environ.get(ENV_CACHE_DIR)
         return (Path(env).expanduser() if env else self.home / "cache") / "packs"
+
+
+def ui_token() -> str | None:
+    """REGISTRY_UI_TOKEN, or None when unset or empty."""
+    return os.environ.get(ENV_UI_TOKEN) or None
 
 
 def default_home() -> Path:

@@ -11,8 +11,9 @@ the API. Its modules, from the top down:
     __init__     the ``cli`` group with every command added; ``main``, the console script
     weights      push, pull
     organise     tag, untag, alias, describe, rm
-    browse       list, show, diff, log
-    maintenance  gc, verify, db upgrade, db current
+    browse       list, models, show, diff, log
+    maintenance  storage, gc, verify, db upgrade, db current
+    ui           ui (the web page; registry.ui serves it)
     bundles      export, import, mirror
     cache        cache info, cache prune, cache clear
     archs        identify, archs
@@ -29,18 +30,20 @@ from __future__ import annotations
 
 from .app import cli
 from .archs import archs, identify
-from .browse import diff, list_, log, show
+from .browse import diff, list_, log, models, show
 from .bundles import export, import_, mirror
 from .cache import cache
-from .maintenance import db, gc, verify
+from .maintenance import db, gc, storage, verify
 from .organise import alias, describe, rm, tag, untag
+from .ui import ui
 from .weights import pull, push
 
 for _command in (
     push, pull,
-    list_, show, diff, log,
+    list_, models, show, diff, log,
     tag, untag, alias, describe, rm,
-    gc, verify, db, cache,
+    storage, gc, verify, db, cache,
+    ui,
     export, import_, mirror,
     identify, archs,
 ):  # fmt: skip
