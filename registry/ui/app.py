@@ -68,7 +68,9 @@ SECURITY_HEADERS = {
         "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null"
+    # with a form's POST, and the CSRF check could not tell the page's own forms.
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cache-control": "no-store",
 }
@@ -247,9 +249,7 @@ class _Pages:
         return reg
 
     async def _call(self, job: Callable[[Any], Any]) -> Any:
-        return await anyio.to_thread.run_sync(
-            lambda: job(self._registry()), limiter=self.limiter
-        )
+        return await anyio.to_thread.run_sync(lambda: job(self._registry()), limiter=self.limiter)
 
     def _render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(
@@ -434,4 +434,3 @@ async def _form(request: Request) -> dict[str, list[str]] | None:
         if len(body) > MAX_FORM_BYTES:
             return None
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-

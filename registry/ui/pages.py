@@ -10,6 +10,7 @@ Nothing here imports torch: only ``compare`` does, through ``Registry.diff``.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from collections.abc import Mapping, Sequence
@@ -156,7 +157,11 @@ def version(reg: Any, ref: str, query: Mapping[str, Any]) -> dict[str, Any]:
     offset = (page - 1) * TENSORS_PER_PAGE
     names = [t.name for t in mv.tensors]
     pages = max(math.ceil(len(rows) / TENSORS_PER_PAGE), 1)
-    pairs = [("tq", needle), ("sort", sort if sort != "position" else ""), ("dir", "desc" if descending else "")]
+    pairs = [
+        ("tq", needle),
+        ("sort", sort if sort != "position" else ""),
+        ("dir", "desc" if descending else ""),
+    ]
     return {
         **paged(version_url(mv.ref), pairs, page, pages),
         "mv": mv,
@@ -177,7 +182,8 @@ def version(reg: Any, ref: str, query: Mapping[str, Any]) -> dict[str, Any]:
         "tq": needle,
         "snippets": {
             "pull": f"registry pull {shlex.quote(mv.ref)}",
-            "load": f"from registry import Registry\n\nmodel = Registry().load({mv.ref!r})",
+            # A ref is ASCII without quotes or backslashes: its JSON text is Python's too.
+            "load": f"from registry import Registry\n\nmodel = Registry().load({json.dumps(mv.ref)})",
         },
     }
 

@@ -64,12 +64,20 @@ def serve(
     shown = f"[{host.strip('[]')}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{bound}/"
     address = url + (f"?token={token}" if token else "")
-    settings = Settings(open_registry=Registry, allow_edits=allow_edits, token=token, loopback=loopback)
+    settings = Settings(
+        open_registry=Registry, allow_edits=allow_edits, token=token, loopback=loopback
+    )
     Registry().close()  # a catalogue or store that cannot be opened fails now, in one line
     say(f"registry ui: serving {address}")
-    say("edits allowed (aliases, tags, descriptions)" if allow_edits else "read-only (--allow-edits to change)")
+    say(
+        "edits allowed (aliases, tags, descriptions)"
+        if allow_edits
+        else "read-only (--allow-edits to change)"
+    )
     if not loopback:
-        say(f"bound beyond loopback: every request needs the token (also as Authorization: Bearer {token})")
+        say(
+            f"bound beyond loopback: every request needs the token (also as Authorization: Bearer {token})"
+        )
     if open_browser:
         threading.Timer(0.5, webbrowser.open, args=(address,)).start()
     server = uvicorn.Server(
