@@ -4,7 +4,9 @@ pages of a running `registry ui` process, fills its forms and clicks its links.
 One registry is filled once for the module; two servers serve it (read-only, and
 with --allow-edits); one browser visits both. tests/browser.py finds Chromium (or
 installs it with apt-get when running as root); without it these tests SKIP saying
-why. Screenshots of the main pages are written to docs/screenshots/.
+why. Screenshots of the main pages are taken on every run; with
+REGISTRY_UI_SCREENSHOTS=docs/screenshots (or another folder) they are kept there,
+which is how the README's were made.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,13 @@ from browser import (
 from registry import Registry
 
 TESTS = Path(__file__).resolve().parent
-SCREENSHOTS = TESTS.parent / "docs" / "screenshots"
+#: Where the screenshots are kept: REGISTRY_UI_SCREENSHOTS (relative to the checkout),
+#: else a temporary folder (a test run does not rewrite the README's images).
+SCREENSHOTS = (
+    TESTS.parent / os.environ["REGISTRY_UI_SCREENSHOTS"]
+    if os.environ.get("REGISTRY_UI_SCREENSHOTS")
+    else Path(tempfile.mkdtemp(prefix="registry-ui-screenshots-"))
+)
 
 LAYERED = "archs_helper.ui_models:LayeredNet"
 TINY = "archs_helper.models:TinyNet"
