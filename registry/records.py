@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -186,9 +187,9 @@ class StorageReport:
 
     ``logical_bytes`` counts every version's tensors as if each were a file of its
     own (a state dict saved per version); ``unique_bytes`` counts each distinct tensor
-    once (what content addressing keeps); ``stored_bytes`` is the size of the packs
-    the catalogue names (``unique_bytes`` plus pack headers and tensors no version
-    uses until ``gc`` removes them). ``gc`` is a dry run's report: what ``gc`` would
+    once, among those some version uses (what content addressing keeps);
+    ``stored_bytes`` is the size of the packs the catalogue names (``unique_bytes``
+    plus pack headers and tensors no version uses until ``gc`` removes them). ``gc`` is a dry run's report: what ``gc`` would
     free now, files no version names included.
     """
 
@@ -380,6 +381,10 @@ def _quoted(value: Any, width: int = 40) -> str:
     return repr(text if len(text) <= width else text[: width - 3] + "...")
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class TensorChange:
     """A tensor present in both versions, same shape and dtype, different values."""
@@ -390,10 +395,12 @@ class TensorChange:
     nbytes: int
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: a value that is not finite (``rel_l2`` of a tensor that was all
+        zeros, anything of one holding NaN) is None, as JSON has no infinity."""
         return {
             "name": self.name,
-            "max_abs_diff": self.max_abs_diff,
-            "rel_l2": self.rel_l2,
+            "max_abs_diff": _finite(self.max_abs_diff),
+            "rel_l2": _finite(self.rel_l2),
             "nbytes": self.nbytes,
         }
 

@@ -138,9 +138,13 @@ class BlobQueries(PendingQueries):
 
     def storage_totals(self) -> tuple[int, int, int, int]:
         """(bytes of every version's tensors, counted per version; bytes of the distinct
-        tensors the catalogue stores; bytes of the packs it names; number of packs)."""
+        tensors some version uses, each once; bytes of the packs the catalogue names,
+        tensors no version uses any more included until gc; number of packs)."""
         (logical,) = self.execute("SELECT COALESCE(SUM(total_bytes), 0) FROM versions")[0]
-        (unique,) = self.execute("SELECT COALESCE(SUM(nbytes), 0) FROM blobs")[0]
+        (unique,) = self.execute(
+            "SELECT COALESCE(SUM(b.nbytes), 0) FROM blobs b "
+            "WHERE EXISTS (SELECT 1 FROM tensors t WHERE t.digest = b.digest)"
+        )[0]
         stored, count = self.execute("SELECT COALESCE(SUM(nbytes), 0), COUNT(*) FROM packs")[0]
         return int(logical), int(unique), int(stored), int(count)
 

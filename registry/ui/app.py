@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import secrets
 import threading
 from collections.abc import Callable
@@ -220,7 +221,7 @@ def _templates() -> Environment:
         version_url=version_url,
         short=lambda digest: str(digest)[:12],
         number=lambda n: f"{n:,}",
-        rel=lambda r: "new" if r == float("inf") else f"{r:.3g}",
+        rel=lambda r: f"{r:.3g}" if math.isfinite(r) else "not finite (A all zeros, or NaN)",
         as_json=lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True),
     )
     env.globals.update(quote=quote)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -56,7 +57,8 @@ def page_number(value: str | None) -> int:
     """A 1-based page number from the query (absent: 1)."""
     if value in (None, ""):
         return 1
-    if not value.isdigit() or not 1 <= int(value) <= 10**9:
+    # ASCII digits only: str.isdigit() also says yes to "²", which int() refuses.
+    if not re.fullmatch(r"[0-9]{1,10}", value) or not 1 <= int(value) <= 10**9:
         raise InvalidArgumentError(f"page must be a number from 1, not {value!r}")
     return int(value)
 
@@ -87,6 +89,7 @@ def models(reg: Any, query: Mapping[str, Any], tags: Sequence[str]) -> dict[str,
     pairs += [("tag", t) for t in tags]
     return {
         **paged("/", pairs, page, pages),
+        "first_url": paged("/", pairs, 2, 1)["prev_url"],
         "models": found,
         "total": total,
         "first": offset + 1,
@@ -205,8 +208,9 @@ def comparison(reg: Any, a: str, b: str) -> dict[str, Any]:
             rows.append((t.name, "added", math.inf))
         elif t.name in reshaped:
             rows.append((t.name, "reshaped", math.inf))
-        elif t.name in rel:
-            rows.append((t.name, "changed", rel[t.name]))
+        elif t.name in rel:  # NaN (a tensor holding NaN): not measurable, drawn in full
+            change = rel[t.name]
+            rows.append((t.name, "changed", math.inf if math.isnan(change) else change))
         else:
             rows.append((t.name, "identical", 0.0))
     digests = {t.digest for t in va.tensors}
