@@ -130,10 +130,7 @@ class Registry:
         it; ``limit``/``offset`` give one page.
         """
         filters = _filters(name, tags, arch, since, before)
-        if sort not in SORTS:
-            raise InvalidArgumentError(f"unknown sort {sort!r}: use {', '.join(SORTS)}")
-        if (limit is not None and limit < 0) or offset < 0:
-            raise InvalidArgumentError("limit and offset cannot be negative")
+        _check_page(sort, SORTS, limit, offset)
         with self._gateway.read() as catalog:
             rows = catalog.list_versions(
                 **filters, sort=sort, reverse=reverse, limit=limit, offset=offset
@@ -177,10 +174,7 @@ class Registry:
         a malformed filter.
         """
         filters = _filters(name, tags, arch, since, before)
-        if sort not in MODEL_SORTS:
-            raise InvalidArgumentError(f"unknown sort {sort!r}: use {', '.join(MODEL_SORTS)}")
-        if (limit is not None and limit < 0) or offset < 0:
-            raise InvalidArgumentError("limit and offset cannot be negative")
+        _check_page(sort, MODEL_SORTS, limit, offset)
         with self._gateway.read() as catalog:
             found = catalog.model_summaries(
                 **filters, sort=sort, reverse=reverse, limit=limit, offset=offset
@@ -688,6 +682,14 @@ class Registry:
         from . import architectures
 
         return architectures.available()
+
+
+def _check_page(sort: str, sorts: Mapping[str, Any], limit: int | None, offset: int) -> None:
+    """InvalidArgumentError unless ``sort`` is one of ``sorts`` and the page is >= 0."""
+    if sort not in sorts:
+        raise InvalidArgumentError(f"unknown sort {sort!r}: use {', '.join(sorts)}")
+    if (limit is not None and limit < 0) or offset < 0:
+        raise InvalidArgumentError("limit and offset cannot be negative")
 
 
 def _filters(

@@ -222,10 +222,15 @@ class VersionQueries(Statements):
         """
         where, params = self._where(name, tags, arch, since, before)
         sql = f"{FROM_VERSIONS}{where} ORDER BY {_order(sort, reverse)}"
-        if limit is not None or offset:
-            sql += " LIMIT ? OFFSET ?"
-            params += [-1 if limit is None and self.sqlite else limit, offset]
+        sql += self._page(params, limit, offset)
         return [VersionRow.of(row) for row in self.execute(sql, params)]
+
+    def _page(self, params: list[Any], limit: int | None, offset: int) -> str:
+        """The LIMIT/OFFSET clause of one page (its values appended to ``params``)."""
+        if limit is None and not offset:
+            return ""
+        params += [-1 if limit is None and self.sqlite else limit, offset]
+        return " LIMIT ? OFFSET ?"
 
     def count_versions(
         self,
@@ -372,9 +377,7 @@ class VersionQueries(Statements):
                 f"JOIN models m ON m.id = v.model_id{where})"
             )
         sql += f" ORDER BY {_order(sort, reverse, MODEL_SORTS)}"
-        if limit is not None or offset:
-            sql += " LIMIT ? OFFSET ?"
-            params += [-1 if limit is None and self.sqlite else limit, offset]
+        sql += self._page(params, limit, offset)
         width = len(columns.split(", "))
         return [
             (VersionRow.of(row[:width]), int(row[width]), utc(row[width + 1]), int(row[width + 2]))

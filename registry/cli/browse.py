@@ -25,18 +25,14 @@ import click
 from .. import _format
 from .app import Command, open_registry
 from .output import emit_json, say
-from .params import DATE, NAME_PATTERN, REF, json_option, tag_option
+from .params import REF, filter_options, json_option, page_options
 
 #: The longest cell (in characters) of the ``list`` and ``log`` tables.
 CELL_LIMIT = 1000
 
 
 @click.command(cls=Command, name="list")
-@click.argument("name", required=False, type=NAME_PATTERN, metavar="[NAME|GLOB]")
-@tag_option("Only versions with this tag; repeatable (ANDed).")
-@click.option("--arch", help="Only versions of this architecture.")
-@click.option("--since", type=DATE, help="Created at or after DATE (ISO 8601, UTC).")
-@click.option("--before", type=DATE, help="Created before DATE (ISO 8601, UTC).")
+@filter_options("versions")
 @click.option(
     "--sort",
     type=click.Choice(["created", "name", "size", "params"]),
@@ -45,11 +41,7 @@ CELL_LIMIT = 1000
     help="Order: newest, by name and version, largest, most parameters.",
 )
 @click.option("--reverse", is_flag=True, help="Reverse the order.")
-@click.option(
-    "--limit", type=click.IntRange(min=0), default=100, show_default=True,
-    help="Show at most N versions (0: all).",
-)  # fmt: skip
-@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip the first N.")
+@page_options("versions")
 @json_option
 def list_(
     name: str | None,
@@ -111,11 +103,7 @@ def _versions_table(versions: list[Any]) -> str:
 
 
 @click.command(cls=Command)
-@click.argument("name", required=False, type=NAME_PATTERN, metavar="[NAME|GLOB]")
-@tag_option("Only models with a version with this tag; repeatable (ANDed).")
-@click.option("--arch", help="Only models with a version of this architecture.")
-@click.option("--since", type=DATE, help="With a version created at or after DATE.")
-@click.option("--before", type=DATE, help="With a version created before DATE.")
+@filter_options("models with a version")
 @click.option(
     "--sort",
     type=click.Choice(["latest", "name", "versions", "size"]),
@@ -124,11 +112,7 @@ def _versions_table(versions: list[Any]) -> str:
     help="Order: last push first, by name, most versions, largest latest version.",
 )
 @click.option("--reverse", is_flag=True, help="Reverse the order.")
-@click.option(
-    "--limit", type=click.IntRange(min=0), default=100, show_default=True,
-    help="Show at most N models (0: all).",
-)  # fmt: skip
-@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip the first N.")
+@page_options("models")
 @json_option
 def models(
     name: str | None,

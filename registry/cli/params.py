@@ -150,3 +150,42 @@ json_option = click.option(
 def tag_option(help: str) -> Any:
     """A repeatable ``--tag K=V`` option whose value is a dict (one value per key)."""
     return click.option("--tag", "tags", type=TAG, multiple=True, callback=pairs_to_dict, help=help)
+
+
+def filter_options(subject: str) -> Any:
+    """The filters ``list`` and ``models`` share: ``[NAME|GLOB]``, ``--tag``,
+    ``--arch``, ``--since``, ``--before``; ``subject`` says what they select
+    ("versions", or "models with a version")."""
+    decorators = [
+        click.argument("name", required=False, type=NAME_PATTERN, metavar="[NAME|GLOB]"),
+        tag_option(f"Only {subject} with this tag; repeatable (ANDed)."),
+        click.option("--arch", help=f"Only {subject} of this architecture."),
+        click.option(
+            "--since", type=DATE, help=f"Only {subject} created at or after DATE (ISO 8601, UTC)."
+        ),
+        click.option(
+            "--before", type=DATE, help=f"Only {subject} created before DATE (ISO 8601, UTC)."
+        ),
+    ]
+
+    def apply(command: Any) -> Any:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+def page_options(noun: str) -> Any:
+    """``--limit N`` (default 100, 0: all) and ``--offset N`` for a listing of ``noun``."""
+
+    def apply(command: Any) -> Any:
+        command = click.option(
+            "--offset", type=click.IntRange(min=0), default=0, help="Skip the first N."
+        )(command)
+        return click.option(
+            "--limit", type=click.IntRange(min=0), default=100, show_default=True,
+            help=f"Show at most N {noun} (0: all).",
+        )(command)  # fmt: skip
+
+    return apply
