@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config
-from .catalog.gateway import MODEL_SORTS, SORTS, Gateway
+from .catalog.gateway import MODEL_SORTS, SORTS, TENSOR_SORTS, Gateway
 from .errors import InvalidArgumentError
 from .keyvalue import check_description, parse_date, validate_tags
 from .records import (
@@ -33,6 +33,8 @@ from .records import (
     ModelSummary,
     ModelVersion,
     StorageReport,
+    TensorPage,
+    TensorRow,
     VerifyReport,
 )
 from .refs import parse_ref, validate_alias, validate_name
@@ -102,11 +104,48 @@ class Registry:
 
     # -- reading the catalogue ----------------------------------------------------
 
-    def get(self, ref: str) -> ModelVersion:
-        """The version ``ref`` names, with its tensor table."""
+    def get(self, ref: str, *, tensors: bool = True) -> ModelVersion:
+        """The version ``ref`` names, with its tensor table unless ``tensors=False``
+        (then ``tensors`` is empty; :meth:`tensor_table` gives it a page at a time)."""
         parsed = parse_ref(ref)
         with self._gateway.read() as catalog:
-            return catalog.records([catalog.resolve(parsed)], with_tensors=True)[0]
+            return catalog.records([catalog.resolve(parsed)], with_tensors=tensors)[0]
+
+    def tensor_table(
+        self,
+        ref: str,
+        *,
+        contains: str | None = None,
+        sort: str = "position",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> TensorPage:
+        """One page of the tensor table of the version ``ref`` names: tensors whose
+        name contains ``contains`` (case-insensitive), sorted by ``sort`` (``position``,
+        the state dict's order; ``name``; ``dtype``; ``shape``, by rank then
+        dimensions; ``size``, in bytes), ``descending`` if asked, ``limit`` rows from
+        ``offset``. Filtered, sorted and cut in the database: a page of a
+        40,000-tensor version takes milliseconds (benchmarks/ui.py).
+
+        Raises InvalidArgumentError for an unknown sort or a negative limit or offset.
+        """
+        _check_page(sort, dict.fromkeys(TENSOR_SORTS), limit, offset)
+        if contains is not None and not isinstance(contains, str):
+            raise InvalidArgumentError("contains must be a string or None")
+        parsed = parse_ref(ref)
+        with self._gateway.read() as catalog:
+            version = catalog.resolve(parsed)
+            matching, rows = catalog.tensor_page(
+                version.id, contains or None, sort, descending, limit, offset
+            )
+        return TensorPage(
+            f"{version.name}:{version.version}",
+            version.tensor_count,
+            matching,
+            offset,
+            tuple(TensorRow(p, info, owner) for p, info, owner in rows),
+        )
 
     def list(
         self,

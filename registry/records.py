@@ -160,6 +160,40 @@ class ModelVersion:
 
 
 @dataclass(frozen=True)
+class TensorRow:
+    """One row of a version's tensor table: its place in the state dict, the tensor,
+    and the key whose storage it shares (tied weights), if another key's."""
+
+    position: int
+    tensor: TensorInfo
+    shares_with: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, **self.tensor.to_dict(), "shares_with": self.shares_with}
+
+
+@dataclass(frozen=True)
+class TensorPage:
+    """One page of a version's tensor table, filtered and sorted: ``matching`` rows
+    match the filter, of ``tensor_count`` in the version; ``rows`` start at ``offset``."""
+
+    ref: str
+    tensor_count: int
+    matching: int
+    offset: int
+    rows: tuple[TensorRow, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "tensor_count": self.tensor_count,
+            "matching": self.matching,
+            "offset": self.offset,
+            "tensors": [row.to_dict() for row in self.rows],
+        }
+
+
+@dataclass(frozen=True)
 class ModelSummary:
     """One model name at a glance: its latest version, how many it has, its aliases."""
 

@@ -318,3 +318,87 @@ def test_storage_command_lines_and_json(home: Path, reg: Registry):
         "gc": None,
     }
     assert run_cli("storage", "--bogus").returncode == 2
+
+
+# -- Registry.tensor_table: one page of a tensor table, cut by the catalogue ------------
+
+
+def _expected(mv, contains=None, key=None, descending=False):
+    rows = [(i, t) for i, t in enumerate(mv.tensors)]
+    if contains:
+        rows = [(i, t) for i, t in rows if contains.lower() in t.name.lower()]
+    if key is not None:
+        rows.sort(key=key, reverse=descending)
+    elif descending:
+        rows.reverse()
+    return [(i, t.name) for i, t in rows]
+
+
+SORT_KEYS = {
+    "position": None,
+    "name": lambda it: (it[1].name, it[0]),
+    "dtype": lambda it: (it[1].dtype, it[0]),
+    "shape": lambda it: (len(it[1].shape), list(it[1].shape), it[0]),
+    "size": lambda it: (it[1].nbytes, it[0]),
+}
+
+
+@pytest.mark.parametrize("sort", list(SORT_KEYS))
+def test_tensor_table_sorts_filters_and_pages_like_the_whole_table(reg: Registry, sort: str):
+    """Every sort, both ways, with and without a filter, page by page: the same rows in
+    the same order as sorting the full tensor table ``get`` gives."""
+    torch.manual_seed(0)
+    state = {
+        f"Block{i}.{kind}": torch.randn(*shape)
+        for i in range(12)
+        for kind, shape in (("weight", (i % 4 + 1, 3)), ("bias", (i % 3 + 2,)))
+    }
+    from archs_helper.models import StateBag
+
+    entries = [[k, "float32", list(v.shape), "param", None] for k, v in state.items()]
+    reg.push(state, "bag", arch="archs_helper.models:StateBag", arch_kwargs={"entries": entries})
+    mv = reg.get("bag:1")
+    assert isinstance(StateBag(entries), torch.nn.Module)
+    for contains in (None, "block1", "BIAS"):
+        for descending in (False, True):
+            want = _expected(mv, contains, SORT_KEYS[sort], descending)
+            got = []
+            for offset in range(0, len(want) + 5, 5):
+                page = reg.tensor_table(
+                    "bag:1",
+                    contains=contains,
+                    sort=sort,
+                    descending=descending,
+                    limit=5,
+                    offset=offset,
+                )
+                assert page.matching == len(want) and page.tensor_count == len(mv.tensors)
+                assert page.offset == offset and page.ref == "bag:1"
+                got += [(row.position, row.tensor.name) for row in page.rows]
+            assert got == want, (contains, descending)
+            whole = reg.tensor_table("bag:1", contains=contains, sort=sort, descending=descending)
+            assert [(r.position, r.tensor.name) for r in whole.rows] == want
+            assert all(r.tensor == mv.tensors[r.position] for r in whole.rows)
+
+
+def test_tensor_table_names_what_a_tied_weight_shares(reg: Registry):
+    from archs_helper.fidelity import TiedLM
+
+    torch.manual_seed(0)
+    reg.push(TiedLM().state_dict(), "lm", arch="archs_helper.fidelity:TiedLM")
+    rows = {r.tensor.name: r for r in reg.tensor_table("lm:1").rows}
+    assert rows["head.weight"].shares_with == "embed.weight"
+    assert rows["embed.weight"].shares_with is None and rows["norm.weight"].shares_with is None
+    assert rows["head.weight"].to_dict()["shares_with"] == "embed.weight"
+
+
+def test_tensor_table_refuses_bad_arguments(reg: Registry):
+    push(reg, "m", 1)
+    with pytest.raises(InvalidArgumentError, match="unknown sort"):
+        reg.tensor_table("m:1", sort="bogus")
+    with pytest.raises(InvalidArgumentError, match="negative"):
+        reg.tensor_table("m:1", limit=-1)
+    page = reg.tensor_table("m:1", contains="%_!")  # LIKE's wildcards are plain text here
+    assert page.matching == 0 and page.rows == ()
+    assert reg.get("m:1", tensors=False).tensors == ()
+    assert reg.get("m:1", tensors=False).tensor_count == len(reg.get("m:1").tensors)

@@ -775,15 +775,34 @@ def test_read_only_server_refuses_edits(driver, ui, filled):
 # -- storage, errors ----------------------------------------------------------------------
 
 
-def test_storage_page(driver, ui):
+def test_storage_page(driver, ui, filled):
+    """The totals come with the page; what gc would free is filled in by the page's
+    script from a dry run (/api/gc), and is what gc itself reports."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     visit(driver, ui, "/")
     links = [
         a for a in by_css(driver, "a") if urlsplit(a.get_attribute("href") or "").path == "/storage"
     ]
     assert links, "no link to /storage on the models page"
     click_and_wait(driver, links[0])
-    for dd in ("logical", "stored", "saved", "gc-frees"):
+    for dd in ("logical", "stored", "saved"):
         assert re.search(r"\d", one(driver, f"dl#storage dd#{dd}").text), dd
+    WebDriverWait(driver, WAIT).until(
+        lambda d: "done" in (one(d, "dd#gc-frees").get_attribute("class") or "")
+    )
+    reg = Registry(home=filled.home)
+    try:
+        expected = reg.gc(dry_run=True).bytes_freed
+        totals = reg.storage(gc=False)
+    finally:
+        reg.close()
+    gc_frees = one(driver, "dd#gc-frees")
+    assert int(gc_frees.get_attribute("data-bytes")) == expected
+    assert "unused tensors" in gc_frees.text
+    assert int(one(driver, "dd#logical").get_attribute("data-bytes")) == totals.logical_bytes
+    assert int(one(driver, "dd#saved").get_attribute("data-bytes")) == totals.saved_bytes
+    assert_no_console_errors(driver)
     screenshot(driver, "storage")
 
 

@@ -16,6 +16,10 @@ from ..sharing import from_columns
 from .pending import PackCollected, PendingQueries
 from .rows import Location, StoredBlob, chunks, marks, parse_json
 
+#: Orders of ``tensor_page``: state-dict order, name, dtype, shape (rank, then
+#: dimensions), size in bytes.
+TENSOR_SORTS = ("position", "name", "dtype", "shape", "size")
+
 
 class BlobQueries(PendingQueries):
     """Tensors of a version, blobs and packs (and the packs being written)."""
@@ -52,6 +56,88 @@ class BlobQueries(PendingQueries):
                 Location(name, dtype, dims, digest, nbytes, pack_id, offset, checksum, shared)
             )
         return found
+
+    def tensor_page(
+        self,
+        version_id: int,
+        contains: str | None = None,
+        sort: str = "position",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[int, list[tuple[int, TensorInfo, str | None]]]:
+        """One page of a version's tensor table, filtered and sorted in the database:
+        (how many tensors match, [(position, tensor, the name of the key whose storage
+        it shares, if another's)]). ``contains`` is a case-insensitive substring of the
+        name (ASCII case on SQLite); ``sort`` one of TENSOR_SORTS. Only the page's rows
+        are parsed: a page of a 40,000-tensor version costs a few milliseconds."""
+        where, params = "t.version_id = ?", [version_id]
+        if contains:
+            escaped = "".join("!" + c if c in "%_!" else c for c in contains.lower())
+            where += " AND LOWER(t.name) LIKE ? ESCAPE '!'"
+            params.append(f"%{escaped}%")
+        (matching,) = self.execute(f"SELECT COUNT(*) FROM tensors t WHERE {where}", params)[0]
+        columns = "t.position, t.name, t.dtype, t.shape, t.digest, t.nbytes, t.storage_group, t.storage_view"
+        if sort == "shape":  # by rank, then dimensions: not an order SQL has for JSON text
+            shapes = self.execute(
+                f"SELECT t.position, t.shape FROM tensors t WHERE {where}", params
+            )
+            keyed = sorted((len(d), d, p) for p, d in ((p, parse_json(s)) for p, s in shapes))
+            if descending:
+                keyed.reverse()
+            end = None if limit is None else offset + limit
+            chosen = [p for _, _, p in keyed[offset:end]]
+            rank = {p: i for i, p in enumerate(chosen)}
+            rows = sorted(
+                (
+                    row
+                    for chunk in chunks(chosen)
+                    for row in self.execute(
+                        f"SELECT {columns} FROM tensors t WHERE t.version_id = ? "
+                        f"AND t.position IN ({marks(len(chunk))})",
+                        [version_id, *chunk],
+                    )
+                ),
+                key=lambda row: rank[row[0]],
+            )
+        else:
+            term = {
+                "position": "t.position",
+                "name": "t.name",
+                "dtype": "t.dtype",
+                "size": "t.nbytes",
+            }[sort]
+            way = " DESC" if descending else ""
+            order = f"{term}{way}" + (f", t.position{way}" if sort != "position" else "")
+            sql = f"SELECT {columns} FROM tensors t WHERE {where} ORDER BY {order}"
+            if limit is not None or offset:
+                sql += " LIMIT ? OFFSET ?"
+                params = [*params, -1 if limit is None and self.sqlite else limit, offset]
+            rows = self.execute(sql, params)
+        groups = sorted({g for *_, g, _ in rows if g is not None})
+        owners: dict[int, str] = {}
+        for chunk in chunks(groups):
+            owners.update(
+                self.execute(
+                    "SELECT position, name FROM tensors WHERE version_id = ? "
+                    f"AND position IN ({marks(len(chunk))})",
+                    [version_id, *chunk],
+                )
+            )
+        page = []
+        for position, name, dtype, shape, digest, nbytes, group, view in rows:
+            dims = parse_json(shape)
+            info = TensorInfo(
+                name,
+                dtype,
+                tuple(dims),
+                digest,
+                int(nbytes),
+                from_columns(group, parse_json(view), dims),
+            )
+            owner = owners.get(group) if group is not None else None
+            page.append((int(position), info, owner if owner != name else None))
+        return int(matching), page
 
     def version_metadata(self, version_id: int) -> tuple[Any, Any, Any]:
         """(state_metadata, file_metadata, assumed_metadata) of a version, parsed JSON."""

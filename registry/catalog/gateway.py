@@ -40,7 +40,7 @@ from ..errors import CatalogError, ConfigurationError
 from ..liveness import this_process
 from . import revision as schema_revision
 from .access import AccessQueries
-from .blobs import BlobQueries
+from .blobs import TENSOR_SORTS, BlobQueries
 from .history import HistoryQueries
 from .labels import LabelQueries
 from .pending import PackCollected, PendingPack
@@ -323,6 +323,7 @@ class Gateway:
 __all__ = [
     "MODEL_SORTS",
     "SORTS",
+    "TENSOR_SORTS",
     "Catalog",
     "Contention",
     "Gateway",

@@ -106,9 +106,11 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/api/models", ui.api_models),
         Route("/api/models/{name:path}", ui.api_model),
         Route("/api/versions/{ref:path}/log", ui.api_log),
+        Route("/api/versions/{ref:path}/tensors", ui.api_tensors),
         Route("/api/versions/{ref:path}", ui.api_version),
         Route("/api/compare", ui.api_compare),
         Route("/api/storage", ui.api_storage),
+        Route("/api/gc", ui.api_gc),
     ]
     app = Starlette(routes=routes)
     app.add_exception_handler(404, ui.not_found)
@@ -351,12 +353,32 @@ class _Pages:
         ref = request.path_params["ref"]
         return await self._json(lambda reg: [e.to_dict() for e in reg.log(ref)])
 
+    async def api_tensors(self, request: Request) -> Response:
+        ref, query = request.path_params["ref"], request.query_params
+
+        def job(reg: Any) -> dict[str, Any]:
+            page = pages.page_number(query.get("page"))
+            return reg.tensor_table(
+                ref,
+                contains=query.get("tq") or None,
+                sort=query.get("sort") or "position",
+                descending=query.get("dir") == "desc",
+                limit=pages.TENSORS_PER_PAGE,
+                offset=(page - 1) * pages.TENSORS_PER_PAGE,
+            ).to_dict()
+
+        return await self._json(job)
+
     async def api_compare(self, request: Request) -> Response:
         a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
         return await self._json(lambda reg: pages.comparison(reg, a, b)["data"])
 
     async def api_storage(self, request: Request) -> Response:
-        return await self._json(lambda reg: reg.storage().to_dict())
+        ask_gc = request.query_params.get("gc") != "0"
+        return await self._json(lambda reg: reg.storage(gc=ask_gc).to_dict())
+
+    async def api_gc(self, request: Request) -> Response:
+        return await self._json(lambda reg: reg.gc(dry_run=True).to_dict())
 
     # -- edits -------------------------------------------------------------------------
 
