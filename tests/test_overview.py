@@ -402,3 +402,34 @@ def test_tensor_table_refuses_bad_arguments(reg: Registry):
     assert page.matching == 0 and page.rows == ()
     assert reg.get("m:1", tensors=False).tensors == ()
     assert reg.get("m:1", tensors=False).tensor_count == len(reg.get("m:1").tensors)
+
+
+# -- diff reads only the tensors that differ ----------------------------------------------
+
+
+def test_diff_reads_and_checks_only_the_tensors_that_differ(reg: Registry, home, backend: str):
+    """Identical digests are identical without a read: damage in a tensor both versions
+    share does not stop a diff (verify finds it); damage in a tensor that differs is
+    still caught, naming it."""
+    if backend == "team":
+        pytest.skip("damages a pack file of the local store")
+    from test_fidelity import flip_byte
+
+    from registry.errors import IntegrityError
+
+    base = weights(1, hidden=64)
+    tuned = {k: v.clone() for k, v in base.items()}
+    last = list(tuned)[-1]
+    tuned[last] += 0.5
+    reg.push(base, "m", arch=TINY, arch_kwargs={"hidden": 64})
+    reg.push(tuned, "m", arch=TINY, arch_kwargs={"hidden": 64})
+    shared = reg.get("m:1").tensors[0]
+    assert shared.digest == reg.get("m:2").tensors[0].digest and shared.nbytes > 100
+    flip_byte(home, shared.digest, at=0)
+    d = reg.diff("m:1", "m:2")
+    assert [c.name for c in d.changed] == [last] and d.identical == len(base) - 1
+    assert not reg.verify().ok  # the damage is there; diff just did not need those bytes
+    changed = reg.get("m:2").tensors[-1]
+    flip_byte(home, changed.digest, at=0)
+    with pytest.raises(IntegrityError, match=last.replace(".", r"\.")):
+        reg.diff("m:1", "m:2")

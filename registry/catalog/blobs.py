@@ -27,11 +27,27 @@ class BlobQueries(PendingQueries):
     # -- a version's tensors ------------------------------------------------------
 
     def tensor_infos(self, version_id: int) -> tuple[TensorInfo, ...]:
-        """The version's tensor table in state-dict order."""
-        return tuple(location.info() for location in self.tensor_locations(version_id))
+        """The version's tensor table in state-dict order. Reads ``tensors`` alone (where
+        the bytes are is ``tensor_locations``') and parses each distinct shape once:
+        40,000 rows in about 0.1 s (benchmarks/ui.py)."""
+        shapes: dict[Any, list[int]] = {}
+        found = []
+        for name, dtype, shape, digest, nbytes, group, view in self.execute(
+            "SELECT name, dtype, shape, digest, nbytes, storage_group, storage_view "
+            "FROM tensors WHERE version_id = ? ORDER BY position",
+            (version_id,),
+        ):
+            key = shape if isinstance(shape, str) else tuple(shape)
+            dims = shapes.get(key)
+            if dims is None:
+                dims = shapes[key] = parse_json(shape)
+            shared = None if group is None else from_columns(group, parse_json(view), dims)
+            found.append(TensorInfo(name, dtype, tuple(dims), digest, int(nbytes), shared))
+        return tuple(found)
 
     def tensor_locations(self, version_id: int) -> list[Location]:
         """The version's tensors in state-dict order, each with where its bytes are."""
+        shapes: dict[Any, list[int]] = {}
         found = []
         for (
             name,
@@ -50,10 +66,13 @@ class BlobQueries(PendingQueries):
             "JOIN blobs b ON b.digest = t.digest WHERE t.version_id = ? ORDER BY t.position",
             (version_id,),
         ):
-            dims = parse_json(shape)
-            shared = from_columns(group, parse_json(view), dims)
+            key = shape if isinstance(shape, str) else tuple(shape)
+            dims = shapes.get(key)
+            if dims is None:  # each distinct shape parsed once: a model repeats a few
+                dims = shapes[key] = parse_json(shape)
+            shared = None if group is None else from_columns(group, parse_json(view), dims)
             found.append(
-                Location(name, dtype, dims, digest, nbytes, pack_id, offset, checksum, shared)
+                Location(name, dtype, list(dims), digest, nbytes, pack_id, offset, checksum, shared)
             )
         return found
 
