@@ -204,8 +204,9 @@ class Registry:
     ) -> list[ModelSummary]:
         """Model names with at least one version matching every filter (the filters of
         :meth:`list`), each with its latest version, number of versions, aliases and
-        last push. ``sort`` is ``latest`` (last push, newest first), ``name``,
-        ``versions`` (most first) or ``size`` (largest latest version first);
+        last push (and ``all_versions_bytes``, every version's tensor bytes). ``sort``
+        is ``latest`` (last push, newest first), ``name``, ``versions`` (most first) or
+        ``size`` (largest latest version first);
         ``reverse`` flips it; ``limit``/``offset`` give one page. Reads the catalogue
         only: three statements whatever the page size.
 

@@ -201,7 +201,7 @@ class ModelSummary:
     latest: ModelVersion  # the highest-numbered version, without its tensor table
     versions: int  # how many versions the model has now
     last_pushed_at: datetime  # the newest version's creation time (UTC)
-    total_bytes: int  # the tensor bytes of all its versions, counted per version
+    all_versions_bytes: int  # the tensor bytes of all its versions, counted per version
     aliases: dict[str, int] = field(default_factory=dict)  # alias -> version number
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,7 +211,7 @@ class ModelSummary:
             "latest": self.latest.to_dict(tensors=False),
             "aliases": dict(self.aliases),
             "last_pushed_at": self.last_pushed_at.isoformat(),
-            "total_bytes": self.total_bytes,
+            "all_versions_bytes": self.all_versions_bytes,
         }
 
 

@@ -78,7 +78,7 @@ def test_models_summarise_each_name(reg: Registry, catalogue: dict):
     assert alpha.aliases == {"best": 2, "prod": 1} and gamma.aliases == {}
     assert gamma.latest.ref == "gamma:3"
     assert gamma.last_pushed_at == catalogue["gamma:3"].created_at
-    assert gamma.total_bytes == sum(catalogue[f"gamma:{i}"].total_bytes for i in (1, 2, 3))
+    assert gamma.all_versions_bytes == sum(catalogue[f"gamma:{i}"].total_bytes for i in (1, 2, 3))
     assert found["beta"].latest.arch == PLUGIN
     assert found["beta"].latest.tensors == ()  # no tensor table in an overview
 
@@ -304,7 +304,7 @@ def test_storage_command_lines_and_json(home: Path, reg: Registry):
     shown = run_cli("storage", check=True)
     keys = [line[:13].strip() for line in shown.stdout.splitlines()]
     assert keys == ["versions", "logical", "unique", "stored", "dedup saved", "gc would free"]
-    assert shown.stdout.splitlines()[0].split()[1:] == ["2", "of", "2", "models"]
+    assert shown.stdout.splitlines()[0].split()[1:] == ["2", "in", "2", "models"]
 
     report = json.loads(run_cli("storage", "--json", check=True).stdout)
     assert report == reg.storage().to_dict()

@@ -283,6 +283,11 @@ VERSION_REFS = ("team/m:1", "team/m:prod", "team/m:latest", "other:1")
 LOG_REFS = ("team/m:1", "team/m:2", "team/m", "other:2", "other")
 
 
+def run_cli_json_list(name: str) -> object:
+    """`registry list NAME --json`, through the installed command."""
+    return json.loads(run_cli("list", name, "--json", check=True).stdout)
+
+
 def cli_json(commands: dict[str, list[str]]) -> dict[str, object]:
     """Each command's --json answer, by key, from the CLI in a subprocess."""
     result = subprocess.run(
@@ -362,10 +367,13 @@ def test_json_is_what_the_cli_gives(reg: Registry, home: Path, ui):
     for args in (["models"], ["storage"]):
         assert json.loads(run_cli(*args, "--json", check=True).stdout) == cli(*args)
 
+    # a name with no versions lists none, as `registry list NAME --json` does
+    assert client.get("/api/models/nobody").json() == [] == run_cli_json_list("nobody")
+
     # errors are JSON too, with the status of their kind
     for url, status, kind in [
         ("/api/versions/team/m:9", 404, "VersionNotFoundError"),
-        ("/api/models/nobody", 404, "ModelNotFoundError"),
+        ("/api/nosuch", 404, "NotFound"),
         ("/api/versions/..%2f..%2fetc%2fpasswd", 400, "InvalidReferenceError"),
         ("/api/models?sort=bogus", 400, "InvalidArgumentError"),
         ("/api/compare?a=team/m:1", 400, "InvalidArgumentError"),
@@ -1031,7 +1039,9 @@ def test_registry_ui_beyond_loopback_needs_its_token(reg: Registry, home: Path, 
     push(reg, "m", 1)
     server = start_ui("--host", "0.0.0.0", "--port", "0", env={"REGISTRY_UI_TOKEN": ""})
     token = dict(p.split("=", 1) for p in urlsplit(server.url).query.split("&"))["token"]
-    assert len(token) >= 24 and server.url.startswith(f"http://0.0.0.0:{server.port}/?token=")
+    # every address: the printed one names this machine, which others can open
+    here = socket.gethostname()
+    assert len(token) >= 24 and server.url.startswith(f"http://{here}:{server.port}/?token=")
     assert token in server.wait_for("every request needs the token")
     with httpx.Client(base_url=server.local, timeout=30) as client:
         assert client.get("/").status_code == 401
@@ -1047,7 +1057,7 @@ def test_registry_ui_beyond_loopback_needs_its_token(reg: Registry, home: Path, 
         assert fresh.get("/api/models", headers={"host": "registry.example"}).status_code == 401
 
     chosen = start_ui("--host", "0.0.0.0", "--port", "0", env={"REGISTRY_UI_TOKEN": "abc"})
-    assert chosen.url == f"http://0.0.0.0:{chosen.port}/?token=abc"
+    assert chosen.url == f"http://{here}:{chosen.port}/?token=abc"
     with httpx.Client(base_url=chosen.local, timeout=30) as client:
         assert client.get("/").status_code == 401
         assert client.get("/", headers={"authorization": f"Bearer {token}"}).status_code == 401
@@ -1060,3 +1070,35 @@ def test_registry_ui_beyond_loopback_needs_its_token(reg: Registry, home: Path, 
         assert client.get("/").status_code == 401
         assert client.get("/?token=abc", follow_redirects=True).status_code == 200
         assert client.get("/storage").status_code == 200
+
+
+@pytest.mark.local_only
+def test_what_a_new_user_met(reg: Registry, home: Path, ui):
+    """Found by a first-time user: bad query values are refused rather than ignored, a
+    page past the last says so with a way back, an edit address opened in the browser
+    says what it is for, and a model named like a sub-address is reached as `show`
+    reads its name."""
+    push(reg, "m", 1)
+    push(reg, "m/tensors", 2)
+    client = ui(home)
+    for url in (
+        "/versions/m:1?dir=up",
+        "/compare?a=m:1&b=m:1&scale=bogus",
+        "/api/versions/m:1/tensors?dir=up",
+        "/api/storage?gc=maybe",
+    ):
+        response = client.get(url)
+        assert response.status_code == 400, url
+    page = client.get("/versions/m:1?page=5")
+    assert page.status_code == 200 and 'id="tensor-first"' in page.text
+    assert "no tensors on page 5" in page.text
+    page = client.get("/models/m?page=2")
+    assert page.status_code == 200 and 'id="first-page"' in page.text
+    opened = client.get("/versions/m:1/alias")
+    assert opened.status_code == 405 and "POST" in error_line(opened)
+    # a bare name is a model's latest version, as `registry show m/tensors` reads it
+    assert client.get("/api/versions/m/tensors").json()["ref"] == "m/tensors:1"
+    assert client.get("/api/versions/m:1/tensors").json()["ref"] == "m:1"
+    missing = client.get("/api/nosuch")
+    assert missing.status_code == 404 and missing.json()["kind"] == "NotFound"
+    assert client.get("/api/models/nobody").json() == []

@@ -32,7 +32,7 @@ def storage(no_gc: bool, as_json: bool) -> None:
         return
     size = _format.size
     lines = [
-        ("versions", f"{report.versions:,} of {report.models:,} models"),
+        ("versions", f"{report.versions:,} in {report.models:,} models"),
         ("logical", f"{size(report.logical_bytes)} (every version's tensors, counted per version)"),
         ("unique", f"{size(report.unique_bytes)} (each distinct tensor once)"),
         ("stored", f"{size(report.stored_bytes)} in {report.packs:,} packs"),

@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, quote, urlencode
 import anyio
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -90,23 +91,52 @@ class Settings:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
 
+class VersionedRef(Convertor):
+    """A path segment run naming a version with a number, alias or digest (``NAME:V``,
+    ``NAME@sha256:HEX``): what ``/tensors`` and the edit addresses follow. A bare name
+    is not one, so ``/api/versions/team/tensors`` is model ``team/tensors``'s latest
+    version, as ``registry show team/tensors`` reads it. (``/log`` takes a bare name
+    too, as ``registry log NAME`` does: a model named ``.../log`` is reached there
+    with an explicit version, ``NAME:latest``.)"""
+
+    regex = r"[^:@]+[:@][^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class Ref(VersionedRef):
+    """A reference as the version page takes it: a name (its latest version), or a
+    versioned ref. Nothing may follow the version (``/versions/m:1/alias`` is the
+    alias form's address, not a version: a GET there is 405)."""
+
+    regex = r"[^:@]+(?:[:@][^/]+)?"
+
+
+register_url_convertor("vref", VersionedRef())
+register_url_convertor("ref", Ref())
+
+
 def create_app(settings: Settings) -> ASGIApp:
     """The ASGI application serving the web page with ``settings``."""
     ui = _Pages(settings)
     routes = [
         Route("/", ui.models_page),
         Route("/models/{name:path}", ui.model_page),
-        Route("/versions/{ref:path}/alias", ui.edit_alias, methods=["POST"]),
-        Route("/versions/{ref:path}/tags", ui.edit_tags, methods=["POST"]),
-        Route("/versions/{ref:path}/description", ui.edit_description, methods=["POST"]),
-        Route("/versions/{ref:path}", ui.version_page),
+        Route("/versions/{ref:vref}/alias", ui.edit_alias, methods=["POST"]),
+        Route("/versions/{ref:vref}/tags", ui.edit_tags, methods=["POST"]),
+        Route("/versions/{ref:vref}/description", ui.edit_description, methods=["POST"]),
+        Route("/versions/{ref:ref}", ui.version_page),
         Route("/compare", ui.compare_page),
         Route("/storage", ui.storage_page),
         Route("/static/{name}", ui.static),
         Route("/api/models", ui.api_models),
         Route("/api/models/{name:path}", ui.api_model),
         Route("/api/versions/{ref:path}/log", ui.api_log),
-        Route("/api/versions/{ref:path}/tensors", ui.api_tensors),
+        Route("/api/versions/{ref:vref}/tensors", ui.api_tensors),
         Route("/api/versions/{ref:path}", ui.api_version),
         Route("/api/compare", ui.api_compare),
         Route("/api/storage", ui.api_storage),
@@ -164,11 +194,13 @@ class _Guard:
             response = RedirectResponse(target, status_code=303)
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
             return response
-        return _plain(
+        response = _plain(
             401,
-            "this page needs its access token: open the address `registry ui` printed "
+            "this page needs its access token: open the address registry ui printed "
             "(…/?token=…), or send Authorization: Bearer TOKEN",
         )
+        response.headers["www-authenticate"] = 'Bearer realm="registry ui"'
+        return response
 
 
 def _host_name(header: str) -> str:
@@ -298,10 +330,11 @@ class _Pages:
         return await self._page("version.html", lambda reg: pages.version(reg, ref, query))
 
     async def compare_page(self, request: Request) -> Response:
-        a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
-        scale = "log" if request.query_params.get("scale") == "log" else "linear"
+        query = request.query_params
+        a, b = query.get("a", ""), query.get("b", "")
 
         def job(reg: Any) -> dict[str, Any]:
+            scale = pages.choice(query, "scale", ("linear", "log"))
             found = pages.comparison(reg, a, b)
             from .graphs import change_chart
 
@@ -322,10 +355,17 @@ class _Pages:
         return response
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "no such endpoint", "kind": "NotFound"}, 404)
         return self._render("error.html", status=404, message="no such page")
 
     async def not_allowed(self, request: Request, exc: Exception) -> Response:
-        return self._render("error.html", status=405, message="this address only shows a page")
+        message = (
+            "this address takes an edit form's POST: open the version's page"
+            if request.method == "GET"
+            else "this address only shows a page"
+        )
+        return self._render("error.html", status=405, message=message)
 
     # -- JSON (the CLI's --json shapes) ------------------------------------------------
 
@@ -340,8 +380,11 @@ class _Pages:
     async def api_model(self, request: Request) -> Response:
         name, query = request.path_params["name"], request.query_params
 
-        def job(reg: Any) -> list[dict[str, Any]]:
-            return [mv.to_dict(tensors=False) for mv in pages.model(reg, name, query)["versions"]]
+        def job(reg: Any) -> list[dict[str, Any]]:  # `registry list NAME --json`: [] if none
+            page = pages.page_number(query.get("page"))
+            limit = pages.VERSIONS_PER_PAGE
+            found = reg.list(name, limit=limit, offset=(page - 1) * limit)
+            return [mv.to_dict(tensors=False) for mv in found]
 
         return await self._json(job)
 
@@ -362,7 +405,7 @@ class _Pages:
                 ref,
                 contains=query.get("tq") or None,
                 sort=query.get("sort") or "position",
-                descending=query.get("dir") == "desc",
+                descending=pages.choice(query, "dir", ("asc", "desc")) == "desc",
                 limit=pages.TENSORS_PER_PAGE,
                 offset=(page - 1) * pages.TENSORS_PER_PAGE,
             ).to_dict()
@@ -374,8 +417,12 @@ class _Pages:
         return await self._json(lambda reg: pages.comparison(reg, a, b)["data"])
 
     async def api_storage(self, request: Request) -> Response:
-        ask_gc = request.query_params.get("gc") != "0"
-        return await self._json(lambda reg: reg.storage(gc=ask_gc).to_dict())
+        query = request.query_params
+
+        def job(reg: Any) -> dict[str, Any]:
+            return reg.storage(gc=pages.choice(query, "gc", ("1", "0")) == "1").to_dict()
+
+        return await self._json(job)
 
     async def api_gc(self, request: Request) -> Response:
         return await self._json(lambda reg: reg.gc(dry_run=True).to_dict())

@@ -52,6 +52,14 @@ def paged(path: str, pairs: Sequence[tuple[str, str]], page: int, pages: int) ->
     return urls
 
 
+def choice(query: Mapping[str, Any], key: str, allowed: Sequence[str]) -> str:
+    """The query value ``key``, one of ``allowed`` (absent or empty: the first)."""
+    value = query.get(key) or allowed[0]
+    if value not in allowed:
+        raise InvalidArgumentError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
 def page_number(value: str | None) -> int:
     """A 1-based page number from the query (absent: 1)."""
     if value in (None, ""):
@@ -120,6 +128,7 @@ def model(reg: Any, name: str, query: Mapping[str, Any]) -> dict[str, Any]:
     pages = max(math.ceil(total / VERSIONS_PER_PAGE), 1)
     return {
         **paged(model_url(name), [], page, pages),
+        "first_url": model_url(name),
         "name": name,
         "versions": versions,
         "total": total,
@@ -137,7 +146,7 @@ def version(reg: Any, ref: str, query: Mapping[str, Any]) -> dict[str, Any]:
     (filtered, sorted and cut by the catalogue: ``Registry.tensor_table``)."""
     mv = reg.get(ref, tensors=False)
     sort = query.get("sort") or "position"  # Registry.tensor_table refuses an unknown one
-    descending = (query.get("dir") or "asc") == "desc"
+    descending = choice(query, "dir", ("asc", "desc")) == "desc"
     needle = query.get("tq") or ""
     page = page_number(query.get("page"))
     offset = (page - 1) * TENSORS_PER_PAGE
@@ -154,6 +163,7 @@ def version(reg: Any, ref: str, query: Mapping[str, Any]) -> dict[str, Any]:
     pairs.append(("dir", "desc" if descending else ""))
     return {
         **paged(version_url(mv.ref), pairs, page, pages),
+        "first_url": paged(version_url(mv.ref), pairs, 2, 1)["prev_url"],
         "mv": mv,
         "events": reg.log(mv.ref, limit=200),
         "lineage": reg.lineage(mv.ref) if mv.parent else [mv],

@@ -63,6 +63,8 @@ def serve(
     sock.listen(128)
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if family == socket.AF_INET6 else host
+    if host.strip("[]") in ("0.0.0.0", "::"):  # every address: name this machine
+        shown = socket.gethostname()
     url = f"http://{shown}:{bound}/"
     address = url + (f"?token={token}" if token else "")
     settings = Settings(
