@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import io
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from html import unescape
@@ -36,10 +34,9 @@ from archs_helper.models import TinyNet
 from conftest import REGISTRY_EXE, run_cli
 from markupsafe import escape
 from starlette.testclient import TestClient
+from test_hostile_text import rewrite_bundle
 
 from registry import Registry
-from registry.sharing import manifest_terms
-from registry.storage import manifest_digest
 from registry.ui import Settings, create_app
 
 BACKENDS = ("local", "team")  # JSON shapes on both; the rest is local_only
@@ -145,26 +142,6 @@ def assert_safe(html: str, shown: tuple[str, ...] = ()) -> None:
         for name, value in attrs.items():
             assert not name.startswith("on") and name != "style", (tag, attrs)
             assert not (value or "").strip().lower().startswith("javascript:"), (tag, attrs)
-
-
-def rewrite_bundle(path: Path, edit) -> None:
-    """Edit the manifest of the bundle at ``path`` in place, recomputing each version's
-    digest from its tensor table, as a hostile bundle would (tests/test_hostile_text.py)."""
-    with tarfile.open(path) as tar:
-        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
-    manifest = json.loads(members[0][1])
-    edit(manifest)
-    for version in manifest["versions"]:
-        tensors = version["tensors"]
-        terms = manifest_terms([t[0] for t in tensors], [None] * len(tensors))
-        version["digest"] = manifest_digest(
-            (t[0], t[1], t[2], t[3], term) for t, term in zip(tensors, terms)
-        )
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, body in [("manifest.json", json.dumps(manifest).encode()), *members[1:]]:
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
 
 
 @pytest.fixture
