@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..records import TensorInfo
+from ..records import Shared, TensorInfo
 from ..sharing import from_columns
 from .pending import PackCollected, PendingQueries
 from .rows import Location, StoredBlob, chunks, marks, parse_json
@@ -19,6 +19,19 @@ from .rows import Location, StoredBlob, chunks, marks, parse_json
 #: Orders of ``tensor_page``: state-dict order, name, dtype, shape (rank, then
 #: dimensions), size in bytes.
 TENSOR_SORTS = ("position", "name", "dtype", "shape", "size")
+
+
+def _shape_and_sharing(
+    shapes: dict[Any, list[int]], shape: Any, group: int | None, view: Any
+) -> tuple[list[int], Shared | None]:
+    """A tensor row's shape and storage sharing, as the columns hold them: each
+    distinct shape parsed once (``shapes`` remembers them; a model repeats a few), the
+    storage view only for a key that shares its storage."""
+    key = shape if isinstance(shape, str) else tuple(shape)
+    dims = shapes.get(key)
+    if dims is None:
+        dims = shapes[key] = parse_json(shape)
+    return dims, None if group is None else from_columns(group, parse_json(view), dims)
 
 
 class BlobQueries(PendingQueries):
@@ -37,11 +50,7 @@ class BlobQueries(PendingQueries):
             "FROM tensors WHERE version_id = ? ORDER BY position",
             (version_id,),
         ):
-            key = shape if isinstance(shape, str) else tuple(shape)
-            dims = shapes.get(key)
-            if dims is None:
-                dims = shapes[key] = parse_json(shape)
-            shared = None if group is None else from_columns(group, parse_json(view), dims)
+            dims, shared = _shape_and_sharing(shapes, shape, group, view)
             found.append(TensorInfo(name, dtype, tuple(dims), digest, int(nbytes), shared))
         return tuple(found)
 
@@ -66,11 +75,7 @@ class BlobQueries(PendingQueries):
             "JOIN blobs b ON b.digest = t.digest WHERE t.version_id = ? ORDER BY t.position",
             (version_id,),
         ):
-            key = shape if isinstance(shape, str) else tuple(shape)
-            dims = shapes.get(key)
-            if dims is None:  # each distinct shape parsed once: a model repeats a few
-                dims = shapes[key] = parse_json(shape)
-            shared = None if group is None else from_columns(group, parse_json(view), dims)
+            dims, shared = _shape_and_sharing(shapes, shape, group, view)
             found.append(
                 Location(name, dtype, list(dims), digest, nbytes, pack_id, offset, checksum, shared)
             )
@@ -98,10 +103,10 @@ class BlobQueries(PendingQueries):
         (matching,) = self.execute(f"SELECT COUNT(*) FROM tensors t WHERE {where}", params)[0]
         columns = "t.position, t.name, t.dtype, t.shape, t.digest, t.nbytes, t.storage_group, t.storage_view"
         if sort == "shape":  # by rank, then dimensions: not an order SQL has for JSON text
-            shapes = self.execute(
+            shape_rows = self.execute(
                 f"SELECT t.position, t.shape FROM tensors t WHERE {where}", params
             )
-            keyed = sorted((len(d), d, p) for p, d in ((p, parse_json(s)) for p, s in shapes))
+            keyed = sorted((len(d), d, p) for p, d in ((p, parse_json(s)) for p, s in shape_rows))
             if descending:
                 keyed.reverse()
             end = None if limit is None else offset + limit
@@ -143,17 +148,10 @@ class BlobQueries(PendingQueries):
                     [version_id, *chunk],
                 )
             )
-        page = []
+        page, shapes = [], {}
         for position, name, dtype, shape, digest, nbytes, group, view in rows:
-            dims = parse_json(shape)
-            info = TensorInfo(
-                name,
-                dtype,
-                tuple(dims),
-                digest,
-                int(nbytes),
-                from_columns(group, parse_json(view), dims),
-            )
+            dims, shared = _shape_and_sharing(shapes, shape, group, view)
+            info = TensorInfo(name, dtype, tuple(dims), digest, int(nbytes), shared)
             owner = owners.get(group) if group is not None else None
             page.append((int(position), info, owner if owner != name else None))
         return int(matching), page

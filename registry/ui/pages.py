@@ -25,7 +25,6 @@ from . import graphs
 #: Rows per page: models on the models page, versions on a model's page, tensors in
 #: a version's tensor table.
 MODELS_PER_PAGE, VERSIONS_PER_PAGE, TENSORS_PER_PAGE = 50, 100, 500
-MODEL_SORTS = ("latest", "name", "versions", "size")
 
 
 def model_url(name: str) -> str:
@@ -41,14 +40,18 @@ def version_url(ref: str, **query: Any) -> str:
 
 
 def paged(path: str, pairs: Sequence[tuple[str, str]], page: int, pages: int) -> dict[str, str]:
-    """``prev_url`` and ``next_url`` (when there is such a page): ``path`` with the
-    query ``pairs`` (empty values dropped) and the page number."""
+    """``first_url``, and ``prev_url`` and ``next_url`` when there is such a page:
+    ``path`` with the query ``pairs`` (empty values dropped) and the page number."""
     kept = [(k, v) for k, v in pairs if v and k != "page"]
-    urls = {}
+
+    def url(number: int) -> str:
+        return f"{path}?{urlencode([*kept, ('page', str(number))])}"
+
+    urls = {"first_url": url(1)}
     if page > 1:
-        urls["prev_url"] = f"{path}?{urlencode([*kept, ('page', str(page - 1))])}"
+        urls["prev_url"] = url(page - 1)
     if page < pages:
-        urls["next_url"] = f"{path}?{urlencode([*kept, ('page', str(page + 1))])}"
+        urls["next_url"] = url(page + 1)
     return urls
 
 
@@ -84,9 +87,7 @@ def model_filters(query: Mapping[str, Any], tags: Sequence[str]) -> dict[str, An
 def models(reg: Any, query: Mapping[str, Any], tags: Sequence[str]) -> dict[str, Any]:
     """Every model name with its latest version: one page, filtered and sorted."""
     filters = model_filters(query, tags)
-    sort = query.get("sort") or "latest"
-    if sort not in MODEL_SORTS:
-        raise InvalidArgumentError(f"unknown sort {sort!r}: use {', '.join(MODEL_SORTS)}")
+    sort = query.get("sort") or "latest"  # Registry.models refuses an unknown one
     page = page_number(query.get("page"))
     offset = (page - 1) * MODELS_PER_PAGE
     found = reg.models(**filters, sort=sort, limit=MODELS_PER_PAGE, offset=offset)
@@ -96,7 +97,6 @@ def models(reg: Any, query: Mapping[str, Any], tags: Sequence[str]) -> dict[str,
     pairs += [("tag", t) for t in tags]
     return {
         **paged("/", pairs, page, pages),
-        "first_url": paged("/", pairs, 2, 1)["prev_url"],
         "models": found,
         "total": total,
         "first": offset + 1,
@@ -128,7 +128,6 @@ def model(reg: Any, name: str, query: Mapping[str, Any]) -> dict[str, Any]:
     pages = max(math.ceil(total / VERSIONS_PER_PAGE), 1)
     return {
         **paged(model_url(name), [], page, pages),
-        "first_url": model_url(name),
         "name": name,
         "versions": versions,
         "total": total,
@@ -163,7 +162,6 @@ def version(reg: Any, ref: str, query: Mapping[str, Any]) -> dict[str, Any]:
     pairs.append(("dir", "desc" if descending else ""))
     return {
         **paged(version_url(mv.ref), pairs, page, pages),
-        "first_url": paged(version_url(mv.ref), pairs, 2, 1)["prev_url"],
         "mv": mv,
         "events": reg.log(mv.ref, limit=200),
         "lineage": reg.lineage(mv.ref) if mv.parent else [mv],
