@@ -795,6 +795,18 @@ def test_legacy_storage_list_names_an_undeclared_storage(home: Path, reg: Regist
     assert_nothing_stored(home, reg)
 
 
+def test_legacy_storage_declared_but_not_held(home: Path, reg: Registry, tmp_path: Path):
+    """The converse, found by the long fuzz run (tests/data/legacy-storage-not-held.pth,
+    its input): a one-byte mutation of a tied weight's storage key in the pickle, so
+    embed.weight's storage has no bytes in the file and torch.load hands back memory it
+    never filled. Refused, never stored as it happened to be."""
+    path = tmp_path / "weights.pth"
+    path.write_bytes((Path(__file__).parent / "data" / "legacy-storage-not-held.pth").read_bytes())
+    assert "embed.weight" in torch.load(path, weights_only=True)  # torch reads it anyway
+    refuse_via_api(reg, path, NotACheckpointError, "'84262807048320', whose bytes the file")
+    assert_nothing_stored(home, reg)
+
+
 def test_legacy_storage_of_the_wrong_length(home: Path, reg: Registry, tmp_path: Path):
     path, data, spans = _legacy(tmp_path)
     offset = spans[4][1]

@@ -69,3 +69,10 @@ def _diagnose_legacy(f: BinaryIO, file_size: int) -> None:
                 f"the file is cut short: storage {key[:100]!r} needs {nbytes} bytes, up to byte "
                 f"{offset}, but the file ends at byte {file_size}"
             )
+    held = set(keys)
+    for key in declared:  # torch would hand back uninitialised memory for its bytes
+        if key not in held:
+            raise _Damaged(
+                f"its pickle declares the storage {key[:100]!r}, whose bytes the file does not "
+                "hold (it is missing from the list of storages)"
+            )

@@ -117,6 +117,14 @@ def _load_pth(path: Path, f: BinaryIO, kind: str, file_size: int) -> object:
         if isinstance(exc, pickle.UnpicklingError):
             raise _unsafe(path, exc) from None
         raise _cannot_read(path, _torch_failure(exc)) from None
+    if archive is None:  # torch read a legacy file: did it read bytes the file holds?
+        try:
+            with _reading(path):
+                _diagnose_legacy(f, file_size)
+        except _Damaged as damage:  # a storage with no bytes: torch gave unfilled memory
+            raise _cannot_read(path, str(damage)) from None
+        except Exception:  # the layout not understood: torch's reading stands
+            pass
     if archive is not None:
         try:
             with _reading(path):
